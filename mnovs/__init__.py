@@ -1,0 +1,1 @@
+"""mnovs: an Open vSwitch-shaped software switch in Python, for Mininet."""

@@ -1,0 +1,368 @@
+"""Datapath action execution: run a megaflow's odp actions on one packet.
+
+The slow path (xlate) produces odp actions, a tuple of tuples run in order:
+
+    ('output', port_no)                 dp.output(port_no, packet)
+    ('push_vlan', tpid, tci)            insert a tag after the MAC addresses
+    ('pop_vlan',)                       remove the outermost tag
+    ('set_masked', field, value, mask)  new = old & ~mask | value & mask
+    ('userspace', userdata)             dp.userspace(packet, userdata)
+
+validate_actions() checks their shape once, before a flow is installed;
+execute() then trusts it. Dispatch is a dict from action name to a small
+exec_* function; set_masked dispatches again through a dict of fields.
+
+A packet is the 10-byte virtio_net_hdr followed by the Ethernet frame (see
+offload.py). It may alias a receive buffer that is reused after execute()
+returns, so execute() never writes to it and keeps no reference to it:
+
+- Copy-on-write. Outputs send the packet as it is; the first modifying action
+  copies it into a private bytearray that later actions edit in place.
+  dp.output and dp.userspace must be done with the buffer (sent or copied)
+  when they return, since a later action may change it.
+- The vnet header moves with the frame. push_vlan/pop_vlan shift csum_start
+  (when F_NEEDS_CSUM) and hdr_len (when GSO) by +-4, so the kernel still
+  completes the right checksum and cuts the right headers.
+- Checksums stay valid. set_masked on L3/L4 fields updates the IPv4 header
+  checksum and the TCP/UDP/ICMPv6 checksum incrementally (RFC 1624), in the
+  ones'-complement arithmetic of offload.ones_sum (a delta of (new - old) mod
+  0xFFFF, shifted by 8 bits when the field ends on an odd byte). When
+  F_NEEDS_CSUM points csum_start at the transport header, its checksum field
+  holds the *uncomplemented* pseudo-header sum: an address change is added to
+  it rather than to its complement, and a port change leaves it alone (ports
+  are not in the pseudo-header; the kernel sums them later). A UDP checksum
+  of 0 means "none" and stays 0. SCTP's CRC32c covers no pseudo-header and
+  does not update incrementally: a port change recomputes it (table-driven,
+  ~0.1 us per byte in Python; port rewriting of SCTP is rare).
+- Malformed frames never raise. Every setter locates its header with
+  offload.frame_layout and checks bounds before writing; on a truncated
+  frame, or one without the field (tp_src on ARP), the action does nothing.
+
+Fields: eth_src, eth_dst, vlan_tci (outer tag present), nw_src/nw_dst (IPv4,
+or the ARP spa/tpa of an Ethernet/IPv4 ARP frame), nw_tos, nw_ttl (IPv4 or
+IPv6 traffic class/hop limit), ipv6_src, ipv6_dst, ipv6_label, tp_src, tp_dst
+(TCP, UDP, SCTP), arp_op, arp_sha, arp_tha. An IPv6 routing header is not
+consulted: the pseudo-header is taken to hold ipv6_dst.
+
+Cost: an output-only list costs one dict lookup per action and no copy. A
+modifying action costs one copy of the packet (up to 64 KB for a GSO frame,
+a few us) plus a header walk and a few int operations per set_masked.
+"""
+
+import struct
+
+from mnovs.dp.offload import (
+    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM, GSO_ECN,
+    IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
+    VNET_HDR, VNET_HDR_LEN, csum_finish, frame_layout)
+
+ETH = VNET_HDR_LEN                  # offset of the Ethernet frame in a packet
+_U16 = struct.Struct('!H')
+_CSUM_START = struct.Struct('<H')   # virtio_net_hdr.csum_start, at offset 6
+_VLAN_TAG = struct.Struct('!HH')    # TPID, TCI
+_ARP_ETH_IPV4 = bytes((0, 1, 8, 0, 6, 4))   # htype 1, ptype IPv4, hlen 6, plen 4
+_PUSH_TPIDS = (0x8100, 0x88A8)
+
+# --- the actions -----------------------------------------------------------
+
+
+def execute(dp, packet, actions):
+    """Run odp actions on one packet.
+
+    Args:
+        dp: has output(port_no, packet) and userspace(packet, userdata); both
+            get vnet header + frame and must not keep the buffer.
+        packet: bytes, bytearray or memoryview: vnet header + frame. Never
+            modified and not referenced after return.
+        actions: a tuple that passed validate_actions(); () drops.
+    """
+    pkt = packet
+    for action in actions:
+        run, modifies, _ = _ACTIONS[action[0]]
+        if modifies and pkt is packet:
+            pkt = bytearray(packet)
+        run(dp, pkt, action)
+
+
+def exec_output(dp, pkt, action):
+    dp.output(action[1], pkt)
+
+
+def exec_userspace(dp, pkt, action):
+    dp.userspace(pkt, action[1])
+
+
+def exec_push_vlan(dp, pkt, action):
+    if len(pkt) < ETH + 14:
+        return
+    pkt[ETH + 12:ETH + 12] = _VLAN_TAG.pack(action[1], action[2])
+    _shift_vnet(pkt, 4)
+
+
+def exec_pop_vlan(dp, pkt, action):
+    if len(pkt) < ETH + 18 or (pkt[ETH + 12] << 8 | pkt[ETH + 13]) not in VLAN_TPIDS:
+        return
+    del pkt[ETH + 12:ETH + 16]
+    _shift_vnet(pkt, -4)
+
+
+def exec_set_masked(dp, pkt, action):
+    _, field, value, mask = action
+    _, setter, arg = _FIELDS[field]
+    setter(pkt, arg, int.from_bytes(value, 'big'), int.from_bytes(mask, 'big'))
+
+
+def _shift_vnet(pkt, delta):
+    """Move the vnet header's frame offsets past the MACs by delta bytes."""
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(pkt)
+    if flags & F_NEEDS_CSUM and csum_start >= 12:
+        csum_start = max(csum_start + delta, 12)
+    if gso_type & ~GSO_ECN and hdr_len >= 12:
+        hdr_len = max(hdr_len + delta, 12)
+    VNET_HDR.pack_into(pkt, 0, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+# --- set_masked, one setter per kind of field ------------------------------
+# A setter gets (pkt, arg, value, mask) with value and mask as ints; arg is
+# the constant of its row in _FIELDS (an offset, or a pair of offsets).
+
+def _put(pkt, at, width, value, mask):
+    """Write value under mask into pkt[at:at + width]; return (old, new)."""
+    old = int.from_bytes(pkt[at:at + width], 'big')
+    new = old & ~mask | value & mask
+    pkt[at:at + width] = new.to_bytes(width, 'big')
+    return old, new
+
+
+def set_eth(pkt, at, value, mask):
+    if len(pkt) >= ETH + 14:
+        _put(pkt, ETH + at, 6, value, mask)
+
+
+def set_vlan_tci(pkt, _, value, mask):
+    if len(pkt) >= ETH + 18 and (pkt[ETH + 12] << 8 | pkt[ETH + 13]) in VLAN_TPIDS:
+        _put(pkt, ETH + 14, 2, value, mask)
+
+
+def set_arp(pkt, at_width, value, mask):
+    layout = frame_layout(pkt)
+    if layout is not None and layout[0] == ETH_TYPE_ARP and _is_ipv4_arp(pkt, layout[1]):
+        at, width = at_width
+        _put(pkt, layout[1] + at, width, value, mask)
+
+
+def set_nw_addr(pkt, ip_arp_at, value, mask):
+    layout = frame_layout(pkt)
+    if layout is None:
+        return
+    eth_type, l3, proto, l4 = layout
+    if eth_type == ETH_TYPE_IP:
+        old, new = _put(pkt, l3 + ip_arp_at[0], 4, value, mask)
+        _csum_adjust(pkt, l3 + 10, new - old)
+        _pseudo_adjust(pkt, proto, l4, new - old)
+    elif eth_type == ETH_TYPE_ARP and _is_ipv4_arp(pkt, l3):
+        _put(pkt, l3 + ip_arp_at[1], 4, value, mask)
+
+
+def set_nw_tos(pkt, _, value, mask):
+    layout = frame_layout(pkt)
+    if layout is None:
+        return
+    eth_type, l3 = layout[:2]
+    if eth_type == ETH_TYPE_IP:
+        old, new = _put(pkt, l3 + 1, 1, value, mask)      # low byte of a word
+        _csum_adjust(pkt, l3 + 10, new - old)
+    elif eth_type == ETH_TYPE_IPV6:                       # traffic class
+        _put(pkt, l3, 2, value << 4, mask << 4)
+
+
+def set_nw_ttl(pkt, _, value, mask):
+    layout = frame_layout(pkt)
+    if layout is None:
+        return
+    eth_type, l3 = layout[:2]
+    if eth_type == ETH_TYPE_IP:
+        old, new = _put(pkt, l3 + 8, 1, value, mask)      # high byte of a word
+        _csum_adjust(pkt, l3 + 10, (new - old) << 8)
+    elif eth_type == ETH_TYPE_IPV6:                       # hop limit
+        _put(pkt, l3 + 7, 1, value, mask)
+
+
+def set_ipv6_addr(pkt, at, value, mask):
+    layout = frame_layout(pkt)
+    if layout is not None and layout[0] == ETH_TYPE_IPV6:
+        _, l3, proto, l4 = layout
+        old, new = _put(pkt, l3 + at, 16, value, mask)
+        _pseudo_adjust(pkt, proto, l4, new - old)
+
+
+def set_ipv6_label(pkt, _, value, mask):
+    layout = frame_layout(pkt)
+    if layout is not None and layout[0] == ETH_TYPE_IPV6:
+        _put(pkt, layout[1], 4, value & 0xFFFFF, mask & 0xFFFFF)
+
+
+def set_tp_port(pkt, at, value, mask):
+    layout = frame_layout(pkt)
+    if layout is None:
+        return
+    eth_type, l3, proto, l4 = layout
+    n = len(pkt)
+    if proto == IPPROTO_TCP and n >= l4 + 20:
+        csum_at = l4 + 16
+    elif proto == IPPROTO_UDP and n >= l4 + 8:
+        csum_at = l4 + 6
+    elif proto == IPPROTO_SCTP and n >= l4 + 12:
+        _put(pkt, l4 + at, 2, value, mask)
+        _sctp_recompute(pkt, eth_type, l3, l4)
+        return
+    else:
+        return
+    old, new = _put(pkt, l4 + at, 2, value, mask)
+    if _is_partial(pkt, l4) or proto == IPPROTO_UDP and not pkt[csum_at] | pkt[csum_at + 1]:
+        return
+    _csum_adjust(pkt, csum_at, new - old)
+
+
+def _is_ipv4_arp(pkt, l3):
+    return len(pkt) >= l3 + 28 and pkt[l3:l3 + 6] == _ARP_ETH_IPV4
+
+
+def _is_partial(pkt, l4):
+    """True if the transport checksum at l4 holds a partial (pseudo) sum."""
+    return bool(pkt[0] & F_NEEDS_CSUM) and _CSUM_START.unpack_from(pkt, 6)[0] + ETH == l4
+
+
+# --- checksums ---------------------------------------------------------------
+
+def _csum_adjust(pkt, at, delta):
+    """Add delta to the sum a complemented checksum field covers (RFC 1624)."""
+    old = pkt[at] << 8 | pkt[at + 1]
+    _U16.pack_into(pkt, at, csum_finish(0xFFFF - old + delta))
+
+
+def _pseudo_adjust(pkt, proto, l4, delta):
+    """Carry a pseudo-header change into the transport checksum, if any."""
+    if proto == IPPROTO_TCP:
+        at = l4 + 16
+    elif proto == IPPROTO_UDP:
+        at = l4 + 6
+    elif proto == IPPROTO_ICMPV6:
+        at = l4 + 2
+    else:
+        return
+    if len(pkt) < at + 2:
+        return
+    old = pkt[at] << 8 | pkt[at + 1]
+    if _is_partial(pkt, l4):
+        _U16.pack_into(pkt, at, (old + delta) % 0xFFFF or 0xFFFF)
+    elif old or proto != IPPROTO_UDP:
+        _csum_adjust(pkt, at, delta)
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = crc >> 1 ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    """Return the CRC32c (Castagnoli) of data, as SCTP uses it."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ crc >> 8
+    return crc ^ 0xFFFFFFFF
+
+
+def _sctp_recompute(pkt, eth_type, l3, l4):
+    """Recompute the CRC32c of the SCTP packet at l4 (up to the IP length)."""
+    if eth_type == ETH_TYPE_IP:
+        end = l3 + (pkt[l3 + 2] << 8 | pkt[l3 + 3])
+    else:
+        end = l3 + 40 + (pkt[l3 + 4] << 8 | pkt[l3 + 5])
+    end = min(end, len(pkt))
+    if end < l4 + 12:
+        return
+    pkt[l4 + 8:l4 + 12] = bytes(4)
+    pkt[l4 + 8:l4 + 12] = crc32c(pkt[l4:end]).to_bytes(4, 'little')
+
+
+# --- tables and validation -----------------------------------------------
+
+# name: (exec function, modifies the packet, number of tuple items)
+_ACTIONS = {
+    'output': (exec_output, False, 2),
+    'push_vlan': (exec_push_vlan, True, 3),
+    'pop_vlan': (exec_pop_vlan, True, 1),
+    'set_masked': (exec_set_masked, True, 4),
+    'userspace': (exec_userspace, False, 2),
+}
+
+# field: (width in bytes, setter, setter's constant)
+_FIELDS = {
+    'eth_dst': (6, set_eth, 0),
+    'eth_src': (6, set_eth, 6),
+    'vlan_tci': (2, set_vlan_tci, None),
+    'nw_src': (4, set_nw_addr, (12, 14)),      # IPv4 offset, ARP spa offset
+    'nw_dst': (4, set_nw_addr, (16, 24)),      # IPv4 offset, ARP tpa offset
+    'nw_tos': (1, set_nw_tos, None),
+    'nw_ttl': (1, set_nw_ttl, None),
+    'ipv6_src': (16, set_ipv6_addr, 8),
+    'ipv6_dst': (16, set_ipv6_addr, 24),
+    'ipv6_label': (4, set_ipv6_label, None),
+    'tp_src': (2, set_tp_port, 0),
+    'tp_dst': (2, set_tp_port, 2),
+    'arp_op': (2, set_arp, (6, 2)),
+    'arp_sha': (6, set_arp, (8, 6)),
+    'arp_tha': (6, set_arp, (18, 6)),
+}
+
+def validate_actions(actions):
+    """Check that odp actions are well formed before a flow is installed.
+
+    Raises:
+        ValueError: with a one-line reason (unknown action or field, wrong
+            number of items, wrong type or width of a value).
+    """
+    if not isinstance(actions, tuple):
+        raise ValueError(f'actions must be a tuple, not {type(actions).__name__}')
+    for action in actions:
+        if not isinstance(action, tuple) or not action:
+            raise ValueError(f'action must be a non-empty tuple: {action!r}')
+        name = action[0]
+        if name not in _ACTIONS:
+            raise ValueError(f'unknown action {name!r}')
+        if len(action) != _ACTIONS[name][2]:
+            raise ValueError(f'{name} takes {_ACTIONS[name][2] - 1} arguments: {action!r}')
+        if name == 'output':
+            _check_uint(action[1], 32, 'output port')
+        elif name == 'push_vlan':
+            if action[1] not in _PUSH_TPIDS:
+                raise ValueError(f'push_vlan tpid must be 0x8100 or 0x88a8: {action[1]!r}')
+            _check_uint(action[2], 16, 'push_vlan tci')
+        elif name == 'set_masked':
+            _check_set_masked(*action[1:])
+        elif name == 'userspace' and not isinstance(action[1], bytes):
+            raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
+
+
+def _check_uint(value, bits, what):
+    if type(value) is not int or not 0 <= value < 1 << bits:
+        raise ValueError(f'{what} must be a {bits}-bit unsigned int: {value!r}')
+
+
+def _check_set_masked(field, value, mask):
+    if field not in _FIELDS:
+        raise ValueError(f'set_masked: unknown field {field!r}')
+    width = _FIELDS[field][0]
+    for what, blob in (('value', value), ('mask', mask)):
+        if not isinstance(blob, bytes) or len(blob) != width:
+            raise ValueError(f'set_masked {field}: {what} must be {width} bytes: {blob!r}')

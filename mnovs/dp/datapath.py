@@ -1,0 +1,297 @@
+"""The datapath: receive, classify through the flow caches, execute.
+
+This is mnovs's dpif-netdev. For every frame read from a port:
+
+    dp_netdev_input:  recv batch → flow_extract → microflow cache (EMC, exact
+                      key) → megaflow classifier (tuple-space search with a
+                      mask cache) → execute the flow's actions
+    handle_miss:      no megaflow matched: an *upcall* hands the packet and its
+                      key to the slow path, which answers (actions, mask). The
+                      datapath installs that megaflow (flow_put) unless mask is
+                      None, then executes the actions on the packet.
+
+The datapath knows nothing of OpenFlow or MAC learning; the slow path is a
+callback. Its interface to the slow path is narrow: add_port/del_port,
+flow_put/flow_del/flow_dump (with stats), execute, and two callbacks: `upcall`
+for misses and `userspace` for the `userspace` action.
+
+Megaflows carry stats (packets, bytes, last used, TCP flags), expire after
+`max_idle` seconds without traffic (OVS's default is 10 s), and are bounded
+by `flow_limit`: at the limit the least recently used tenth is evicted.
+
+Cost per packet on a hit: one recvmsg_into, flow_extract, one dict lookup in
+the EMC, four counter updates, one send per output port. A flow whose actions
+are only outputs keeps the Port objects ready (`Megaflow.fast_outs`) and skips
+the generic action interpreter. The receive buffer is reused for every frame:
+nothing keeps a reference to it after the frame is handled.
+"""
+
+import logging
+import socket
+import time
+
+from mnovs.dp import actions as odp_actions
+from mnovs.dp.classifier import Classifier, Megaflow
+from mnovs.dp.emc import MicroflowCache
+from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract
+from mnovs.dp.netdev import (ANC_BUFSIZE, RX_BUF_SIZE, TP_STATUS_VLAN_VALID,
+                             TRANSIENT_ERRNOS, Port, restore_vlan_tag)
+from mnovs.dp.offload import VNET_HDR_LEN
+
+log = logging.getLogger(__name__)
+
+RX_BATCH = 64            # frames read from one port before looking at others
+TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
+IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
+MSG_TRUNC = socket.MSG_TRUNC
+
+
+class Datapath:
+    """Ports, flow caches and the per-packet loop of one switch.
+
+    Args:
+        name: the switch name, for logs.
+        upcall: callable(packet, key) -> (actions, mask); mask None means
+            "execute but do not cache".
+        userspace: callable(packet, userdata) for the `userspace` action.
+        flow_limit: the most megaflows kept.
+        max_idle: seconds a megaflow lives without traffic.
+        emc_size: microflow cache entries.
+    """
+
+    def __init__(self, name, upcall, userspace=None, flow_limit=10000,
+                 max_idle=10.0, emc_size=8192):
+        self.name = name
+        self.upcall = upcall
+        self.userspace_cb = userspace
+        self.flow_limit = flow_limit
+        self.max_idle = max_idle
+        self.ports = {}                     # port_no -> Port
+        self.classifier = Classifier(KEY_LEN)
+        self.emc = MicroflowCache(emc_size)
+        self.rx_buf = bytearray(RX_BUF_SIZE)
+        self.rx_view = memoryview(self.rx_buf)
+        self.n_hit = self.n_missed = self.n_lost = 0
+        self.n_megaflow_hit = 0             # hits that missed the EMC
+        self.drops = {}                     # reason -> count (datapath_drop_*)
+        self.malformed = {}                 # flow_extract error -> count
+
+    # --- ports -------------------------------------------------------------
+
+    def add_port(self, name, port_no=None):
+        """Open `name` as a datapath port and return the Port.
+
+        Raises:
+            ValueError: the port number or name is already in use.
+            OSError: the interface cannot be opened.
+        """
+        if port_no is None:
+            port_no = max(self.ports, default=0) + 1
+        if port_no in self.ports:
+            raise ValueError(f'port number {port_no} is already in use')
+        if any(p.name == name for p in self.ports.values()):
+            raise ValueError(f'interface {name} is already a port')
+        port = Port(port_no, name)
+        self.ports[port_no] = port
+        return port
+
+    def del_port(self, port_no):
+        """Close a port and delete every megaflow that refers to it."""
+        port = self.ports.pop(port_no)
+        port.close()
+        self.flow_del_if(lambda flow: flow_uses_port(flow, port_no))
+        return port
+
+    def port_by_name(self, name):
+        for port in self.ports.values():
+            if port.name == name:
+                return port
+        return None
+
+    # --- megaflows ---------------------------------------------------------
+
+    def flow_put(self, key, mask, actions, now=None):
+        """Install (or replace the actions of) the megaflow key/mask.
+
+        Returns:
+            The installed Megaflow.
+        """
+        now = time.monotonic() if now is None else now
+        if len(self.classifier) >= self.flow_limit:
+            self._evict(now)
+        flow = Megaflow(key, mask, actions, now)
+        flow.fast_outs = self._fast_outs(actions)
+        self.classifier.insert(flow)
+        return flow
+
+    def flow_del(self, flow):
+        self.classifier.remove(flow)
+
+    def flow_del_if(self, predicate):
+        """Delete the megaflows for which predicate(flow) is true; count them."""
+        doomed = [flow for flow in self.classifier if predicate(flow)]
+        for flow in doomed:
+            self.classifier.remove(flow)
+        return len(doomed)
+
+    def flow_flush(self):
+        return self.flow_del_if(lambda flow: True)
+
+    def flow_dump(self):
+        """Return a list of the megaflows (stable while the caller edits)."""
+        return list(self.classifier)
+
+    def _fast_outs(self, actions):
+        """Ports to send to directly if the actions are only outputs."""
+        outs = []
+        for action in actions:
+            if action[0] != 'output' or action[1] not in self.ports:
+                return None
+            outs.append(self.ports[action[1]])
+        return tuple(outs)
+
+    def _evict(self, now):
+        """Make room: expire idle flows, then drop the least recently used tenth."""
+        self.expire(now)
+        excess = len(self.classifier) - self.flow_limit + 1
+        if excess <= 0:
+            return
+        victims = sorted(self.classifier, key=lambda f: f.used)
+        for flow in victims[:max(excess, self.flow_limit // 10)]:
+            self.classifier.remove(flow)
+        self._count_drop('flow-evicted', 0)
+
+    def expire(self, now):
+        """Delete megaflows idle for longer than max_idle (revalidator sweep)."""
+        limit = now - self.max_idle
+        return self.flow_del_if(lambda flow: flow.used < limit)
+
+    def run_periodic(self, now):
+        """Housekeeping, about once a second: idle expiry, mask order."""
+        self.expire(now)
+        self.classifier.rebalance()
+
+    # --- packets -----------------------------------------------------------
+
+    def port_input(self, port):
+        """Read and handle up to RX_BATCH frames from `port` (dp_netdev_input)."""
+        buf = self.rx_buf
+        view = self.rx_view
+        bufs = [buf]
+        recvmsg_into = port.sock.recvmsg_into
+        emc_get = self.emc.table.get
+        port_no = port.port_no
+        now = time.monotonic()
+        for _ in range(RX_BATCH):
+            try:
+                n, ancdata, msg_flags, _ = recvmsg_into(bufs, ANC_BUFSIZE)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                # ENETDOWN and friends: the link went down under us.
+                if err.errno not in TRANSIENT_ERRNOS:
+                    log.warning('%s: receive on %s failed: %s', self.name, port.name, err)
+                port.rx_errors += 1
+                return
+            if msg_flags & MSG_TRUNC:
+                port.rx_dropped += 1
+                self._count_drop('rx-truncated', 1)
+                continue
+            # The auxdata's first byte holds TP_STATUS_VLAN_VALID: test it
+            # inline, as every frame carries auxdata and few carry a tag.
+            if ancdata and ancdata[0][2][0] & TP_STATUS_VLAN_VALID:
+                n = restore_vlan_tag(buf, n, ancdata)
+            port.rx_packets += 1
+            port.rx_bytes += n - VNET_HDR_LEN
+            key, error = flow_extract(view[VNET_HDR_LEN:n], port_no)
+            if error is not None:
+                self.malformed[error] = self.malformed.get(error, 0) + 1
+                if key is None:
+                    port.rx_dropped += 1
+                    self._count_drop(error, 1)
+                    continue
+            flow = emc_get(key)
+            if flow is None or not flow.alive:
+                flow = self.classifier.lookup(key)
+                if flow is None:
+                    self.handle_miss(view[:n], key, now)
+                    continue
+                self.n_megaflow_hit += 1
+                self.emc.insert(key, flow)
+            self.n_hit += 1
+            flow.packets += 1
+            flow.bytes += n - VNET_HDR_LEN
+            flow.used = now
+            flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+            outs = flow.fast_outs
+            if outs is not None:
+                packet = view[:n]
+                for out in outs:
+                    out.send(packet)
+            else:
+                odp_actions.execute(self, view[:n], flow.actions)
+
+    def handle_miss(self, packet, key, now):
+        """Upcall to the slow path, install its megaflow, execute its actions."""
+        self.n_missed += 1
+        try:
+            actions, mask = self.upcall(packet, key)
+            if mask is not None:
+                flow = self.flow_put(key, mask, actions, now)
+                flow.packets = 1
+                flow.bytes = len(packet) - VNET_HDR_LEN
+                flow.tcp_flags = key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+            odp_actions.execute(self, packet, actions)
+        except Exception:           # a slow-path bug must not stop the switch
+            self.n_lost += 1
+            log.exception('%s: upcall failed; packet dropped', self.name)
+
+    def execute(self, packet, actions):
+        """Run datapath actions on one packet (vnet header + frame)."""
+        odp_actions.execute(self, packet, actions)
+
+    # Callbacks of actions.execute:
+
+    def output(self, port_no, packet):
+        port = self.ports.get(port_no)
+        if port is None:
+            self._count_drop('no-such-port', 1)
+            return
+        port.send(packet)
+
+    def userspace(self, packet, userdata):
+        if self.userspace_cb is None:
+            self._count_drop('no-userspace-handler', 1)
+            return
+        self.userspace_cb(bytes(packet), userdata)
+
+    def _count_drop(self, reason, n):
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+    # --- introspection -----------------------------------------------------
+
+    def stats(self):
+        """Counters for dpctl/show, as a dict."""
+        cls = self.classifier
+        lookups = self.n_hit + self.n_missed
+        return {
+            'hit': self.n_hit, 'missed': self.n_missed, 'lost': self.n_lost,
+            'flows': len(cls), 'masks_hit': cls.n_mask_hits,
+            'masks_total': cls.n_masks, 'mask_cache_hits': cls.n_cache_hits,
+            'emc_hits': self.n_hit - self.n_megaflow_hit, 'emc_entries': len(self.emc),
+            'hit_rate': self.n_hit / lookups if lookups else 0.0,
+            'drops': dict(self.drops), 'malformed': dict(self.malformed),
+        }
+
+    def close(self):
+        for port in self.ports.values():
+            port.close()
+        self.ports.clear()
+
+
+def flow_uses_port(flow, port_no):
+    """True if a megaflow matches on or outputs to `port_no`."""
+    in_port = int.from_bytes(flow.key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
+    if in_port == port_no:
+        return True
+    return any(a[0] == 'output' and a[1] == port_no for a in flow.actions)

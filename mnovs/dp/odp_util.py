@@ -1,0 +1,302 @@
+"""Datapath flows and actions in OVS's text syntax (lib/odp-util.c), for dumps and traces.
+
+dpctl/dump-flows and ofproto/trace print megaflows the way OVS prints its
+datapath flows, so that output can be read, diffed and grepped beside OVS's:
+
+    in_port(1),eth(src=00:00:00:00:00:01,dst=00:00:00:00:00:02),
+    eth_type(0x0800),ipv4(src=10.0.0.1,dst=10.0.0.2,proto=6,tos=0,ttl=64,frag=no),
+    tcp(src=5201,dst=40000),tcp_flags(ack)
+
+A flow key (see flow.py) is flat; OVS's syntax groups fields into attributes
+chosen by the packet's protocols: ipv4() or ipv6() or arp() or mpls() by
+eth_type, then tcp()/udp()/sctp()/icmp()/icmpv6() by nw_proto (none for later
+fragments), then tcp_flags() or nd().  A tagged key prints its outer tag
+OVS-style: eth_type(0x8100),vlan(vid=10,pcp=0),encap(eth_type(0x0800),...).
+An untagged key prints no vlan(), as OVS does.
+
+Printing rules, as OVS's non-verbose format:
+- Only fields with a non-zero mask are printed; an attribute with none is
+  left out, except eth(), always shown.  Values are shown masked.
+- A partially masked field prints value/mask: src=10.0.0.0/255.255.255.0,
+  dst=80/0xff00, vid=10/0xff0; tcp_flags(+syn-ack) lists the masked bits.
+- Numbers are decimal except tos, tclass, label (C's %#x: 0, 0x10) and
+  eth_type (0x%04x).  frag= is no/first/later, or yes/no and later/not_later
+  (OpenFlow's nw_frag words) when only one of the two frag bits is masked.
+- A field masked without its prerequisite (say tp_dst without nw_proto) has
+  no OVS attribute to live in; it goes into a final fields(name=value,...),
+  so that no masked bit is ever hidden.  xlate should never produce one.
+
+Formatting only; a parser for the same syntax is future work.
+"""
+
+import socket
+
+from mnovs.dp.flow import (FIELD_SLICES, FLOW_FIELDS, KEY_LEN, key_fields, make_key,
+                           mask_key)
+
+
+def _c_hex(value):
+    """Return value as C's printf("%#x") does: 0 has no 0x prefix."""
+    return '%#x' % value if value else '0'
+
+
+# Value formatters: (masked value, mask, full mask) -> text, mask non-zero.
+
+def _dec(value, mask, full):
+    return str(value) if mask == full else f'{value}/{_c_hex(mask)}'
+
+
+def _hex(value, mask, full):
+    text = _c_hex(value)
+    return text if mask == full else f'{text}/{_c_hex(mask)}'
+
+
+def _ethtype(value, mask, full):
+    return '0x%04x' % value if mask == full else '0x%04x/0x%04x' % (value, mask)
+
+
+def _mac_text(addr):
+    return ':'.join('%02x' % b for b in addr)
+
+
+def _mac(value, mask, full):
+    text = _mac_text(value)
+    return text if mask == full else f'{text}/{_mac_text(mask)}'
+
+
+def _ip4(value, mask, full):
+    text = socket.inet_ntop(socket.AF_INET, value)
+    return text if mask == full else f'{text}/{socket.inet_ntop(socket.AF_INET, mask)}'
+
+
+def _ip6(value, mask, full):
+    text = socket.inet_ntop(socket.AF_INET6, value)
+    return text if mask == full else f'{text}/{socket.inet_ntop(socket.AF_INET6, mask)}'
+
+
+def _frag(value, mask, full):
+    bits = mask & 3
+    if bits == 3:
+        return ('no', 'first', 'later', 'later')[value & 3]
+    if bits == 1:
+        return 'yes' if value & 1 else 'no'
+    if bits == 2:
+        return 'later' if value & 2 else 'not_later'
+    return _dec(value, mask, full)
+
+
+def _vlan(value, mask, full):
+    """Format a vlan_tci as OVS's vid=..,pcp=.. (VLAN_CFI, the tag-present bit, not shown)."""
+    parts = []
+    if value & 0xfff or mask & 0xfff:
+        vid_mask = mask & 0xfff
+        parts.append(f'vid={value & 0xfff}' + ('' if vid_mask == 0xfff else f'/0x{vid_mask:x}'))
+    if value >> 13 or mask >> 13:
+        pcp_mask = mask >> 13
+        parts.append(f'pcp={value >> 13}' + ('' if pcp_mask == 7 else f'/0x{pcp_mask:x}'))
+    return ','.join(parts)
+
+
+def _mpls(value, mask, full):
+    label, tc, bos, ttl = value >> 12, (value >> 9) & 7, (value >> 8) & 1, value & 0xff
+    if mask == full:
+        return f'label={label},tc={tc},ttl={ttl},bos={bos}'
+    return (f'label={label}/0x{mask >> 12:x},tc={tc}/{(mask >> 9) & 7:x},'
+            f'ttl={ttl}/0x{mask & 0xff:x},bos={bos}/{(mask >> 8) & 1:x}')
+
+
+_TCP_FLAG_NAMES = ('fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr', 'ns',
+                   '[200]', '[400]', '[800]')
+
+
+def _tcp_flags(value, mask, full):
+    """Format TCP flags as OVS: syn|ack when exact, +syn-ack for the masked bits otherwise."""
+    if mask & full == full:
+        return '|'.join(name for bit, name in enumerate(_TCP_FLAG_NAMES)
+                        if value >> bit & 1) or '0'
+    return ''.join(('+' if value >> bit & 1 else '-') + name
+                   for bit, name in enumerate(_TCP_FLAG_NAMES) if mask >> bit & 1)
+
+
+# Each field's full mask, and its formatter when it appears outside OVS's attributes.
+_FULL = key_fields(b'\xff' * KEY_LEN)
+_FULL['ipv6_label'] = 0xfffff
+_FULL['tcp_flags'] = 0xfff
+_PLAIN = {name: {'6s': _mac, '4s': _ip4, '16s': _ip6}.get(code, _dec)
+          for name, code in FLOW_FIELDS}
+
+# OVS attributes: (name, ((label, field, formatter), ...)); an empty label
+# prints the value bare, as in in_port(1).
+_IN_PORT = ('in_port', (('', 'in_port', _dec),))
+_ETH = ('eth', (('src', 'eth_src', _mac), ('dst', 'eth_dst', _mac)))
+_ETH_TYPE = ('eth_type', (('', 'eth_type', _ethtype),))
+_VLAN_TPID = ('eth_type', (('', 'vlan_tpid', _ethtype),))
+_VLAN = ('vlan', (('', 'vlan_tci', _vlan),))
+_MPLS = ('mpls', (('', 'mpls_lse', _mpls),))
+_IPV4 = ('ipv4', (('src', 'nw_src', _ip4), ('dst', 'nw_dst', _ip4),
+                  ('proto', 'nw_proto', _dec), ('tos', 'nw_tos', _hex),
+                  ('ttl', 'nw_ttl', _dec), ('frag', 'nw_frag', _frag)))
+_IPV6 = ('ipv6', (('src', 'ipv6_src', _ip6), ('dst', 'ipv6_dst', _ip6),
+                  ('label', 'ipv6_label', _hex), ('proto', 'nw_proto', _dec),
+                  ('tclass', 'nw_tos', _hex), ('hlimit', 'nw_ttl', _dec),
+                  ('frag', 'nw_frag', _frag)))
+_ARP = ('arp', (('sip', 'nw_src', _ip4), ('tip', 'nw_dst', _ip4),
+                ('op', 'nw_proto', _dec), ('sha', 'arp_sha', _mac),
+                ('tha', 'arp_tha', _mac)))
+_PORTS = (('src', 'tp_src', _dec), ('dst', 'tp_dst', _dec))
+_TCP = ('tcp', _PORTS)
+_UDP = ('udp', _PORTS)
+_SCTP = ('sctp', _PORTS)
+_TYPE_CODE = (('type', 'tp_src', _dec), ('code', 'tp_dst', _dec))
+_ICMP = ('icmp', _TYPE_CODE)
+_ICMPV6 = ('icmpv6', _TYPE_CODE)
+_TCP_FLAGS = ('tcp_flags', (('', 'tcp_flags', _tcp_flags),))
+_ND = ('nd', (('target', 'nd_target', _ip6), ('sll', 'arp_sha', _mac),
+              ('tll', 'arp_tha', _mac)))
+
+_L3 = {0x0800: _IPV4, 0x86dd: _IPV6, 0x0806: _ARP, 0x8847: _MPLS, 0x8848: _MPLS}
+_L4 = {6: (_TCP, _TCP_FLAGS), 17: (_UDP,), 132: (_SCTP,)}
+
+# Where set_masked looks for a field when the key does not say (IPv4, TCP).
+_DEFAULT_ATTRS = (_IN_PORT, _ETH, _ETH_TYPE, _VLAN, _MPLS, _IPV4, _TCP, _TCP_FLAGS,
+                  _IPV6, _ARP, _ND)
+
+
+def _payload_attrs(k):
+    """Return the attributes after the tags for masked key fields k: eth_type, L3, L4."""
+    eth_type, proto = k['eth_type'], k['nw_proto']
+    attrs = [_ETH_TYPE]
+    if eth_type in _L3:
+        attrs.append(_L3[eth_type])
+    if (eth_type == 0x0800 or eth_type == 0x86dd) and not k['nw_frag'] & 2:
+        attrs.extend(_L4.get(proto, ()))
+        if proto == 1 and eth_type == 0x0800:
+            attrs.append(_ICMP)
+        elif proto == 58 and eth_type == 0x86dd:
+            attrs.append(_ICMPV6)
+            if k['tp_src'] in (135, 136) and k['tp_dst'] == 0:
+                attrs.append(_ND)
+    return attrs
+
+
+def _masked_fields(mask):
+    """Return the names of the fields that mask does not wholly ignore."""
+    return {name for name, (offset, width) in FIELD_SLICES.items()
+            if any(mask[offset:offset + width])}
+
+
+def _format_attr(attr, k, m, masked, always=False):
+    """Return 'name(label=value,...)' for the masked fields of attr, or '' if none."""
+    name, fields = attr
+    parts = []
+    for label, field, fmt in fields:
+        mask, full = m[field], _FULL[field]
+        if field in masked:
+            if isinstance(mask, int):
+                mask &= full            # bits outside a field's meaning (label, tcp_flags)
+            text = fmt(k[field], mask, full)
+            parts.append(f'{label}={text}' if label else text)
+    if parts or always:
+        return f'{name}({",".join(parts)})'
+    return ''
+
+
+def _join(texts):
+    return ','.join(text for text in texts if text)
+
+
+def format_megaflow(key, mask):
+    """Format a megaflow as OVS's datapath flow syntax.
+
+    Args:
+        key: flow key (KEY_LEN bytes); bits outside mask are ignored.
+        mask: megaflow mask, same layout.
+
+    Returns:
+        e.g. 'in_port(1),eth(),eth_type(0x0800),ipv4(dst=10.0.0.2,frag=no)'.
+    """
+    k = key_fields(mask_key(key, mask))
+    m = key_fields(mask)
+    masked = _masked_fields(mask)
+    payload = _payload_attrs(k)
+    inner = _join(_format_attr(attr, k, m, masked) for attr in payload)
+    head = [_format_attr(_IN_PORT, k, m, masked),
+            _format_attr(_ETH, k, m, masked, always=True)]
+    if k['vlan_tpid'] or k['vlan_tci']:
+        head += [_format_attr(_VLAN_TPID, k, m, masked),
+                 _format_attr(_VLAN, k, m, masked, always=True), f'encap({inner})']
+    else:
+        head.append(inner)
+    shown = {field for _, fields in [_IN_PORT, _ETH, _VLAN_TPID, _VLAN] + payload
+             for _, field, _ in fields}
+    leftover = [f'{name}={_PLAIN[name](k[name], m[name], _FULL[name])}'
+                for name in FIELD_SLICES if name in masked and name not in shown]
+    if leftover:
+        head.append(f'fields({",".join(leftover)})')
+    return _join(head)
+
+
+def _format_set_masked(field, value, mask, context):
+    """Format ('set_masked', field, value, mask) as OVS's set(attr(label=value[/mask]))."""
+    k = key_fields(make_key(**{field: bytes(v & m for v, m in zip(value, mask))}))
+    m = key_fields(make_key(**{field: mask}))
+    for attr in context + list(_DEFAULT_ATTRS):
+        if any(f == field for _, f, _ in attr[1]):
+            return f'set({_format_attr(attr, k, m, {field}, always=True)})'
+    return f'set(fields({field}={_PLAIN[field](k[field], m[field], _FULL[field])}))'
+
+
+def _format_push_vlan(tpid, tci):
+    tpid_text = '' if tpid == 0x8100 else f'tpid=0x{tpid:04x},'
+    cfi_text = ',cfi=1' if tci & 0x1000 else ''     # DEI as given; OVS would say cfi=0 when clear
+    return f'push_vlan({tpid_text}vid={tci & 0xfff},pcp={tci >> 13}{cfi_text})'
+
+
+def _format_generic(action):
+    args = ','.join(arg.hex() if isinstance(arg, (bytes, bytearray)) else str(arg)
+                    for arg in action[1:])
+    return f'{action[0]}({args})'
+
+
+def format_actions(actions, key=None):
+    """Format datapath actions as OVS does: '2,3', 'pop_vlan,1', 'drop'...
+
+    Args:
+        actions: tuple of action tuples (see dp/actions.py); empty means drop.
+        key: optional flow key of the packets, to name the header a
+            set_masked changes (udp vs tcp, ipv6 tclass vs ipv4 tos, nd vs
+            arp); without it IPv4 and TCP are assumed.
+
+    Returns:
+        the text; an action this module does not know prints as name(args).
+    """
+    if not actions:
+        return 'drop'
+    context = _payload_attrs(key_fields(key)) if key is not None else []
+    texts = []
+    for action in actions:
+        name = action[0]
+        if name == 'output' and len(action) == 2:
+            texts.append(str(action[1]))
+        elif name == 'pop_vlan' and len(action) == 1:
+            texts.append('pop_vlan')
+        elif name == 'push_vlan' and len(action) == 3:
+            texts.append(_format_push_vlan(action[1], action[2]))
+        elif name == 'userspace' and len(action) == 2:
+            texts.append(f'userspace(userdata({action[1].hex()}))' if action[1] else 'userspace()')
+        elif (name == 'set_masked' and len(action) == 4 and action[1] in FIELD_SLICES
+              and len(action[2]) == len(action[3]) == FIELD_SLICES[action[1]][1]):
+            texts.append(_format_set_masked(*action[1:], context))
+        else:
+            texts.append(_format_generic(action))
+    return ','.join(texts)
+
+
+_DUMP_FLAGS = ((0x002, 'S'), (0x001, 'F'), (0x008, 'P'), (0x004, 'R'), (0x020, 'U'),
+               (0x010, '.'), (0x040, 'E'), (0x080, 'C'), (0x100, 'N'),
+               (0x200, '[200]'), (0x400, '[400]'), (0x800, '[800]'))
+
+
+def format_tcp_flags(flags):
+    """Format the TCP flags seen on a flow as dump-flows' "flags:" does: 'SP.', or 'none'."""
+    return ''.join(letter for bit, letter in _DUMP_FLAGS if flags & bit) or 'none'

@@ -1,0 +1,145 @@
+"""The NORMAL action: an L2 learning switch as the slow path (standalone mode).
+
+OVS's NORMAL (xlate_normal in ofproto-dpif-xlate.c) forwards like a plain
+learning bridge. mnovs uses it when a switch runs in `standalone` fail mode
+without a controller. Every port is a trunk: frames keep their VLAN tag and
+MACs are learned per VLAN (VLAN 0 = untagged).
+
+Translation of a packet (`xlate`, side-effect free):
+- a frame from a multicast source, or to an IEEE reserved group address
+  (01:80:c2:00:00:0x, STP and friends), is dropped, as OVS does without
+  forward-bpdu;
+- a unicast destination learned on another live port goes there; one learned
+  on the input port is dropped (the hosts are on the same segment);
+- anything else floods to every live port but the input one.
+
+The megaflow mask holds exactly what this reads: in_port, eth_src, eth_dst
+and the VLAN id with its present bit. So a new TCP connection between two
+known hosts hits the existing megaflow and takes no upcall. An extra bit in
+this mask would cost speed; a missing one would be a forwarding bug.
+
+Learning (`upcall`) is the side effect a miss adds to translation. What the
+MAC table knows is baked into megaflows, so every change is followed by a
+revalidation of the flows it touches:
+- a new or moved MAC: flows *to* it are re-translated, flows *from* it on
+  another port are deleted (they encode "this MAC lives on in_port");
+- an aged-out MAC: flows to it are re-translated;
+- a port going down or away: its MACs are flushed and all flows re-translated.
+Megaflow hits take no upcall, so, as OVS's revalidators push stats into the
+learning table, `run_periodic` refreshes the MACs of flows used since the
+last pass; an active host never ages out.
+"""
+
+import time
+
+from mnovs.dp.flow import FIELD_SLICES, mask_of
+from mnovs.ofagent.mac_learning import MacTable
+from mnovs.ofagent.revalidator import revalidate
+
+
+def _slice(name):
+    off, width = FIELD_SLICES[name]
+    return slice(off, off + width)
+
+
+IN_PORT = _slice('in_port')
+ETH_SRC = _slice('eth_src')
+ETH_DST = _slice('eth_dst')
+VLAN_TCI = _slice('vlan_tci')
+VLAN_PRESENT = 0x1000
+VID_MASK = 0x0fff
+
+
+# The megaflow mask of every NORMAL translation.
+NORMAL_MASK = mask_of(in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
+                      vlan_tci=VLAN_PRESENT | VID_MASK)
+DROP = ()
+
+
+def key_vlan(key):
+    """The VLAN a key belongs to for learning: its vid, or 0 if untagged."""
+    tci = int.from_bytes(key[VLAN_TCI], 'big')
+    return tci & VID_MASK if tci & VLAN_PRESENT else 0
+
+
+def is_reserved_group(mac):
+    return mac[:5] == b'\x01\x80\xc2\x00\x00' and mac[5] < 0x10
+
+
+class NormalSwitch:
+    """NORMAL forwarding over a datapath: the standalone-mode slow path.
+
+    Args:
+        dp: the Datapath whose misses this handles.
+        mac_table: a MacTable (aging time and size are the caller's choice).
+    """
+
+    def __init__(self, dp, mac_table=None):
+        self.dp = dp
+        self.macs = mac_table if mac_table is not None else MacTable()
+        self.last_pass = time.monotonic()
+
+    def xlate(self, key):
+        """Translate a flow key through NORMAL: (actions, mask), no side effects."""
+        src, dst = key[ETH_SRC], key[ETH_DST]
+        if src[0] & 1 or is_reserved_group(dst):
+            return DROP, NORMAL_MASK
+        in_port = int.from_bytes(key[IN_PORT], 'big')
+        if not dst[0] & 1:
+            out = self.macs.lookup(key_vlan(key), dst)
+            port = self.dp.ports.get(out)
+            if port is not None and port.up:
+                actions = DROP if out == in_port else (('output', out),)
+                return actions, NORMAL_MASK
+        return self._flood(in_port), NORMAL_MASK
+
+    def _flood(self, in_port):
+        return tuple(('output', no) for no, port in sorted(self.dp.ports.items())
+                     if no != in_port and port.up)
+
+    def upcall(self, packet, key):
+        """Handle a datapath miss: learn the source, then translate."""
+        self.learn(key, time.monotonic())
+        return self.xlate(key)
+
+    def learn(self, key, now):
+        src = key[ETH_SRC]
+        if src[0] & 1:
+            return
+        in_port = int.from_bytes(key[IN_PORT], 'big')
+        port = self.dp.ports.get(in_port)
+        if port is None or not port.up:
+            return
+        vlan = key_vlan(key)
+        if self.macs.learn(vlan, src, in_port, now):
+            self._mac_changed(vlan, src, in_port)
+
+    def _mac_changed(self, vlan, mac, port_no):
+        """Drop or re-translate the megaflows that depend on where `mac` is."""
+        self.dp.flow_del_if(
+            lambda flow: flow.key[ETH_SRC] == mac and key_vlan(flow.key) == vlan
+            and int.from_bytes(flow.key[IN_PORT], 'big') != port_no)
+        self._revalidate_to(vlan, mac)
+
+    def _revalidate_to(self, vlan, mac):
+        revalidate(self.dp, self.xlate,
+                   lambda flow: flow.key[ETH_DST] == mac and key_vlan(flow.key) == vlan)
+
+    def port_changed(self, port_no):
+        """A port went up, down, or away: forget its MACs and re-translate all."""
+        self.macs.flush_port(port_no)
+        revalidate(self.dp, self.xlate)
+
+    def flush(self):
+        """fdb/flush: forget every MAC and every megaflow built on them."""
+        self.macs.flush()
+        revalidate(self.dp, self.xlate)
+
+    def run_periodic(self, now):
+        """Refresh MACs of active flows, then age out the rest."""
+        for flow in self.dp.flow_dump():
+            if flow.used > self.last_pass:
+                self.learn(flow.key, now)
+        self.last_pass = now
+        for vlan, mac in self.macs.expire(now):
+            self._revalidate_to(vlan, mac)

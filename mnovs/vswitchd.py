@@ -1,0 +1,284 @@
+"""vswitchd: one switch process, a single poll loop over everything it serves.
+
+    python -m mnovs.vswitchd --name s1 --port s1-eth1=1 --port s1-eth2=2 \\
+        --fail-mode standalone
+
+The process owns a Datapath (mnovs.dp) and the slow path above it, and polls:
+- the packet socket of every port, handled by Datapath.port_input;
+- a rtnetlink socket (LinkMonitor) for link up/down and removed interfaces;
+- the control socket (unixctl), for mnovs-appctl and Mininet's dpctl;
+and runs housekeeping once a second (megaflow expiry, MAC aging).
+
+The slow path is chosen by fail mode. `standalone` is NORMAL learning
+(mnovs.ofagent.normal). `secure` without an OpenFlow agent drops every miss,
+as OVS does in secure mode while no controller is connected.
+
+It stops on SIGTERM, SIGINT or the `exit` command, and then removes its
+control socket and pid file.
+"""
+
+import argparse
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+
+from mnovs import dpctl, paths
+from mnovs.dp.datapath import Datapath
+from mnovs.dp.flow import make_mask
+from mnovs.linkmon import LinkMonitor
+from mnovs.ofagent.mac_learning import MacTable
+from mnovs.ofagent.normal import NormalSwitch
+from mnovs.unixctl import CommandError, UnixctlServer
+
+log = logging.getLogger('mnovs.vswitchd')
+
+HOUSEKEEPING_INTERVAL = 1.0
+VERSION = 'mnovs-vswitchd 0.1.0'
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, not usage plus error."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: {message}\n')
+
+
+def parse_port(text):
+    """NAME or NAME=NUMBER → (name, number or None)."""
+    name, sep, number = text.partition('=')
+    if not name:
+        raise argparse.ArgumentTypeError(f'bad port "{text}": expected NAME or NAME=NUMBER')
+    if not sep:
+        return name, None
+    if not number.isdigit() or not 0 < int(number) < 0xff00:
+        raise argparse.ArgumentTypeError(f'bad port number in "{text}": expected 1..65279')
+    return name, int(number)
+
+
+def positive(kind):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'"{text}" is not a number') from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f'"{text}" must be positive')
+        return value
+    return convert
+
+
+def build_parser():
+    p = OneLineParser(prog='mnovs-vswitchd', description='An mnovs switch process.')
+    p.add_argument('--name', required=True, help='switch name, e.g. s1')
+    p.add_argument('--dpid', default=None, help='datapath id, 16 hex digits')
+    p.add_argument('--port', action='append', type=parse_port, default=[],
+                   metavar='NAME[=NUM]', help='interface to add as a port (repeatable)')
+    p.add_argument('--fail-mode', choices=('secure', 'standalone'), default='secure',
+                   help='behaviour with no controller connected')
+    p.add_argument('--controller', action='append', default=[], metavar='tcp:IP:PORT',
+                   help='OpenFlow controller (repeatable)')
+    p.add_argument('--listen', type=positive(int), default=None, metavar='PORT',
+                   help='passive OpenFlow port (ptcp:PORT)')
+    p.add_argument('--ctl', default=None, help='control socket path')
+    p.add_argument('--pidfile', default=None, help='pid file path')
+    p.add_argument('--log-file', default=None, help='log file (default: stderr)')
+    p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    p.add_argument('--flow-limit', type=positive(int), default=10000,
+                   help='most datapath megaflows kept (default 10000)')
+    p.add_argument('--max-idle', type=positive(int), default=10000, metavar='MS',
+                   help='megaflow idle expiry in ms (default 10000, as OVS)')
+    p.add_argument('--emc-size', type=positive(int), default=8192,
+                   help='microflow cache entries (default 8192)')
+    p.add_argument('--mac-aging', type=positive(float), default=300.0, metavar='SECONDS',
+                   help='MAC learning aging time (default 300, as OVS)')
+    p.add_argument('--mac-table-size', type=positive(int), default=8192,
+                   help='most learned MACs (default 8192)')
+    return p
+
+
+IN_PORT_ONLY = make_mask(['in_port'])
+
+
+def drop_misses(packet, key):
+    """The secure-mode slow path with no controller: drop, cached per in_port."""
+    return (), IN_PORT_ONLY
+
+
+class Shutdown(Exception):
+    """Raised by the signal handler to leave the poll loop."""
+
+
+class VSwitchd:
+    """The process: datapath, slow path, control socket and poll loop."""
+
+    def __init__(self, args):
+        self.args = args
+        self.running = True
+        self.selector = selectors.DefaultSelector()
+        self.dp = Datapath(args.name, upcall=drop_misses, flow_limit=args.flow_limit,
+                           max_idle=args.max_idle / 1000.0, emc_size=args.emc_size)
+        self.normal = None
+        if args.fail_mode == 'standalone':
+            self.normal = NormalSwitch(self.dp, MacTable(args.mac_aging, args.mac_table_size))
+            self.dp.upcall = self.normal.upcall
+        self.links = LinkMonitor()
+        self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
+        for name, port_no in args.port:
+            self.add_port(name, port_no)
+        self.ctl = UnixctlServer(args.ctl or paths.ctl_path(args.name))
+        self.selector.register(self.ctl.sock, selectors.EVENT_READ, self.ctl.handle_accept)
+        self._register_commands()
+
+    # --- ports -------------------------------------------------------------
+
+    def add_port(self, name, port_no=None):
+        port = self.dp.add_port(name, port_no)
+        try:
+            port.up = self.links.bring_up(name)
+        except OSError:
+            self.dp.del_port(port.port_no)
+            raise
+        self.selector.register(port.sock, selectors.EVENT_READ,
+                               lambda: self.dp.port_input(port))
+        self._port_changed(port.port_no)
+        log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
+        return port
+
+    def del_port(self, name):
+        port = self.dp.port_by_name(name)
+        if port is None:
+            raise CommandError(f'no port named {name}')
+        self.selector.unregister(port.sock)
+        self.dp.del_port(port.port_no)
+        self._port_changed(port.port_no)
+        log.info('deleted port %d: %s', port.port_no, name)
+
+    def _port_changed(self, port_no):
+        if self.normal is not None:
+            self.normal.port_changed(port_no)
+
+    def _link_events(self):
+        for name, up, deleted in self.links.events():
+            port = self.dp.port_by_name(name)
+            if port is None:
+                continue
+            if deleted:
+                self.del_port(name)
+            elif up != port.up:
+                port.up = up
+                log.info('port %d: %s is %s', port.port_no, name, 'up' if up else 'down')
+                self._port_changed(port.port_no)
+
+    # --- control commands --------------------------------------------------
+
+    def _register_commands(self):
+        ctl = self.ctl
+        dpctl.register(ctl, self.dp)
+        ctl.register('dpctl/add-if', 'IFACE[=PORT_NO]', 1, 1, self._cmd_add_if)
+        ctl.register('dpctl/del-if', 'IFACE', 1, 1, self._cmd_del_if)
+        ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
+        ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
+        ctl.register('version', '', 0, 0, lambda: VERSION)
+        ctl.register('exit', '', 0, 0, self._cmd_exit)
+
+    def _cmd_add_if(self, spec):
+        try:
+            name, port_no = parse_port(spec)
+            port = self.add_port(name, port_no)
+        except (argparse.ArgumentTypeError, ValueError) as err:
+            raise CommandError(str(err)) from None
+        except OSError as err:
+            raise CommandError(f'cannot add {spec}: {err.strerror or err}') from None
+        return f'added port {port.port_no}: {port.name}'
+
+    def _cmd_del_if(self, name):
+        self.del_port(name)
+        return f'deleted port {name}'
+
+    def _require_normal(self):
+        if self.normal is None:
+            raise CommandError('no MAC learning: the switch is in secure fail mode')
+        return self.normal
+
+    def _cmd_fdb_show(self):
+        normal = self._require_normal()
+        lines = [' port  VLAN  MAC                Age']
+        for port, vlan, mac, age in normal.macs.dump(time.monotonic()):
+            lines.append(f'{port:5}  {vlan:4}  {mac.hex(":")}  {age:4}')
+        return '\n'.join(lines)
+
+    def _cmd_fdb_flush(self):
+        self._require_normal().flush()
+        return 'table successfully flushed'
+
+    def _cmd_exit(self):
+        self.running = False
+        return ''
+
+    # --- loop --------------------------------------------------------------
+
+    def run(self):
+        next_tick = time.monotonic() + HOUSEKEEPING_INTERVAL
+        while self.running:
+            timeout = max(0.0, next_tick - time.monotonic())
+            for key, _ in self.selector.select(timeout):
+                key.data()
+            now = time.monotonic()
+            if now >= next_tick:
+                self.dp.run_periodic(now)
+                if self.normal is not None:
+                    self.normal.run_periodic(now)
+                next_tick = now + HOUSEKEEPING_INTERVAL
+
+    def close(self):
+        self.ctl.close()
+        self.dp.close()
+        self.links.close()
+        self.selector.close()
+
+
+def _raise_shutdown(signum, frame):
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        filename=args.log_file, level=logging.DEBUG if args.verbose else logging.INFO,
+        format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    os.makedirs(paths.RUN_DIR, exist_ok=True)
+    if args.controller:
+        log.warning('no OpenFlow agent in this version: controllers %s are not contacted',
+                    ', '.join(args.controller))
+    try:
+        switch = VSwitchd(args)
+    except (OSError, ValueError) as err:
+        message = f'mnovs-vswitchd: {args.name}: {getattr(err, "strerror", None) or err}'
+        log.error(message)
+        print(message, file=sys.stderr)
+        return 1
+    pidfile = args.pidfile or paths.pid_path(args.name)
+    with open(pidfile, 'w') as f:
+        f.write(f'{os.getpid()}\n')
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    log.info('%s started: %d ports, fail mode %s', args.name, len(switch.dp.ports),
+             args.fail_mode)
+    try:
+        switch.run()
+    except Shutdown as why:
+        log.info('%s stopping on %s', args.name, why)
+    finally:
+        switch.close()
+        try:
+            os.unlink(pidfile)
+        except FileNotFoundError:
+            pass
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Install what mnovs needs on Debian 12, as root. Idempotent, and quick when
+# everything is present: apt runs only for missing packages, pip only when
+# pyproject.toml changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(mininet openvswitch-switch openvswitch-testcontroller iperf3 iperf
+              telnet iputils-ping ethtool tcpdump tshark bridge-utils iproute2
+              psmisc python3-venv python3-pip)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (Mininet needs it): sudo make install" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "*** apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# A venv that sees Debian's Mininet (importable only from /usr/bin/python3).
+if [ ! -x .venv/bin/python ]; then
+    echo "*** venv: creating .venv"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.mnovs-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
+        || ! .venv/bin/python -c 'import mnovs, pyroute2, scapy, pytest, matplotlib' 2>/dev/null; then
+    echo "*** pip: installing mnovs and its Python dependencies"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$want" > "$stamp"
+fi

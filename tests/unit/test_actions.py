@@ -1,0 +1,336 @@
+"""Tests for mnovs.dp.actions: odp action execution and validation.
+
+Each set_masked case is checked two ways against the frame scapy builds with
+the field already changed: on a frame with complete checksums (byte-for-byte
+equal, so every checksum is right), and, for TCP/UDP, on the kernel's
+CHECKSUM_PARTIAL form (equal to the partial form of the expected frame, and
+equal to it once offload.segment completes the checksum).
+"""
+
+import random
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.sctp import SCTP, SCTPChunkData
+from scapy.packet import Raw, raw
+
+from mnovs.dp import offload
+from mnovs.dp.actions import crc32c, execute, validate_actions
+from mnovs.dp.offload import GSO_TCPV4, VNET_HDR, VNET_HDR_LEN
+from test_offload import MACS, V4, V6, assert_checksums, data, finish, partial, vnet
+
+
+class FakeDP:
+    """Records what execute() sends, copied at the time it is sent."""
+
+    def __init__(self):
+        self.outputs = []
+        self.upcalls = []
+        self.sent_objects = []
+
+    def output(self, port_no, packet):
+        self.sent_objects.append(packet)
+        self.outputs.append((port_no, bytes(packet)))
+
+    def userspace(self, packet, userdata):
+        self.upcalls.append((bytes(packet), userdata))
+
+
+def run(packet, *actions):
+    """Execute actions then output 1 on a copy of packet; return what was sent."""
+    actions = actions + (('output', 1),)
+    validate_actions(actions)
+    buf = bytearray(packet)
+    dp = FakeDP()
+    execute(dp, memoryview(buf), actions)
+    assert buf == packet, 'execute wrote to its input'
+    return dp.outputs[-1][1]
+
+
+def mac(text):
+    return bytes.fromhex(text.replace(':', ''))
+
+
+def ip4(text):
+    return socket.inet_aton(text)
+
+
+def ip6(text):
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def u16(value):
+    return struct.pack('!H', value)
+
+
+def full(width):
+    return b'\xff' * width
+
+
+# --- output, userspace, copy-on-write ---------------------------------------
+
+PING = Ether(**MACS) / IP(**V4) / ICMP() / Raw(data(20))
+
+
+def test_output_only_sends_input_uncopied():
+    packet = memoryview(vnet(raw(PING)))
+    dp = FakeDP()
+    execute(dp, packet, (('output', 3), ('output', 4)))
+    assert dp.outputs == [(3, bytes(packet)), (4, bytes(packet))]
+    assert all(obj is packet for obj in dp.sent_objects)
+
+
+def test_empty_actions_drop():
+    dp = FakeDP()
+    execute(dp, vnet(raw(PING)), ())
+    assert dp.outputs == [] and dp.upcalls == []
+
+
+def test_userspace_gets_vnet_header_and_frame():
+    packet = vnet(raw(PING))
+    dp = FakeDP()
+    execute(dp, packet, (('set_masked', 'nw_ttl', b'\x07', b'\xff'), ('userspace', b'cookie')))
+    frame, userdata = dp.upcalls[0]
+    assert userdata == b'cookie' and frame[:VNET_HDR_LEN] == packet[:VNET_HDR_LEN]
+    assert frame[VNET_HDR_LEN:] == raw(Ether(**MACS) / IP(**V4, ttl=7) / ICMP() / Raw(data(20)))
+
+
+def test_outputs_send_the_state_at_their_turn():
+    buf = bytearray(vnet(raw(PING)))
+    before = bytes(buf)
+    dp = FakeDP()
+    execute(dp, buf, (('output', 1),
+                      ('set_masked', 'eth_dst', mac('02:00:00:00:00:09'), full(6)),
+                      ('output', 2),
+                      ('push_vlan', 0x8100, 42),
+                      ('output', 3),
+                      ('pop_vlan',),
+                      ('set_masked', 'eth_dst', mac('00:00:00:00:00:02'), full(6)),
+                      ('output', 4)))
+    assert buf == before
+    sent = dict(dp.outputs)
+    assert sent[1] == before and sent[4] == before
+    assert Ether(sent[2][VNET_HDR_LEN:]).dst == '02:00:00:00:00:09'
+    assert Ether(sent[3][VNET_HDR_LEN:])[Dot1Q].vlan == 42
+
+
+# --- push_vlan / pop_vlan ----------------------------------------------------
+
+TCP4 = Ether(**MACS) / IP(**V4) / TCP(sport=1000, dport=80, flags='PA') / Raw(data(99))
+TCP4_TAGGED = Ether(**MACS) / Dot1Q(vlan=100, prio=5) / IP(**V4) / TCP(
+    sport=1000, dport=80, flags='PA') / Raw(data(99))
+PUSH_100 = ('push_vlan', 0x8100, 5 << 13 | 100)
+
+
+def test_push_vlan_plain_frame():
+    out = run(vnet(raw(TCP4)), PUSH_100)
+    assert out == vnet(raw(TCP4_TAGGED))
+
+
+def test_push_vlan_qinq():
+    out = run(vnet(raw(TCP4_TAGGED)), ('push_vlan', 0x88A8, 7))
+    frame = Ether(out[VNET_HDR_LEN:])
+    assert frame.type == 0x88A8 and frame[Dot1Q].vlan == 7
+    assert frame[Dot1Q].payload[Dot1Q].vlan == 100
+    assert run(out, ('pop_vlan',)) == vnet(raw(TCP4_TAGGED))
+
+
+def test_push_vlan_shifts_partial_checksum_start():
+    out = run(partial(TCP4), PUSH_100)
+    assert out == partial(TCP4_TAGGED)
+    assert VNET_HDR.unpack_from(out)[4] == VNET_HDR.unpack_from(partial(TCP4))[4] + 4
+    assert finish(out) == raw(TCP4_TAGGED)
+
+
+def test_pop_vlan_shifts_partial_checksum_start():
+    out = run(partial(TCP4_TAGGED), ('pop_vlan',))
+    assert out == partial(TCP4)
+    assert finish(out) == raw(TCP4)
+
+
+def test_push_vlan_on_gso_frame_shifts_hdr_len():
+    big = Ether(**MACS) / IP(**V4) / TCP(sport=1, dport=2, flags='A') / Raw(data(20000))
+    big_tagged = Ether(**MACS) / Dot1Q(vlan=100, prio=5) / big[IP]
+    packet = partial(big, GSO_TCPV4, 1448)
+    out = run(packet, PUSH_100)
+    assert out[:VNET_HDR_LEN] == partial(big_tagged, GSO_TCPV4, 1448)[:VNET_HDR_LEN]
+    assert VNET_HDR.unpack_from(out)[2] == VNET_HDR.unpack_from(packet)[2] + 4
+    segs = offload.segment(out)
+    assert len(segs) == 14
+    for seg in segs:
+        assert Ether(assert_checksums(seg)[Dot1Q].vlan == 100)
+
+
+def test_pop_vlan_untagged_is_noop():
+    assert run(partial(TCP4), ('pop_vlan',)) == partial(TCP4)
+
+
+# --- set_masked --------------------------------------------------------------
+
+T4 = Ether(**MACS) / IP(**V4, ttl=64, tos=0x11) / TCP(sport=1000, dport=80, flags='PA') / Raw(data(99))
+U4 = Ether(**MACS) / IP(**V4) / UDP(sport=53, dport=5353) / Raw(data(40))
+U4_NOCSUM = Ether(**MACS) / IP(**V4) / UDP(sport=53, dport=5353, chksum=0) / Raw(data(40))
+T4Q = TCP4_TAGGED
+T6 = Ether(**MACS) / IPv6(**V6, tc=0x21, fl=0x12345, hlim=9) / TCP(sport=1, dport=2) / Raw(data(77))
+U6Q = Ether(**MACS) / Dot1Q(vlan=5) / IPv6(**V6) / UDP(sport=7, dport=8) / Raw(data(33))
+T6X = Ether(**MACS) / IPv6(**V6) / IPv6ExtHdrDestOpt() / TCP(sport=1, dport=2) / Raw(data(50))
+ICMP4 = Ether(**MACS) / IP(**V4) / ICMP() / Raw(data(20))
+ICMP6 = Ether(**MACS) / IPv6(**V6) / ICMPv6EchoRequest(data=data(24))
+FRAG4 = Ether(**MACS) / IP(**V4, frag=100, proto=6) / Raw(data(64))
+SCTP4 = Ether(**MACS) / IP(**V4) / SCTP(sport=10, dport=20) / SCTPChunkData(data=data(30))
+SCTP6 = Ether(**MACS) / IPv6(**V6) / SCTP(sport=10, dport=20) / SCTPChunkData(data=data(31))
+ARP4 = Ether(**MACS) / ARP(op=1, hwsrc=MACS['src'], psrc='10.0.0.1', pdst='10.0.0.2')
+
+
+def case(name, pkt, field, value, mask, layer, **changes):
+    expected = pkt.copy()
+    for attr, new in changes.items():
+        setattr(expected[layer], attr, new)
+    return pytest.param(pkt, ('set_masked', field, value, mask), expected, id=name)
+
+
+SET_CASES = [
+    case('eth_dst', T4, 'eth_dst', mac('0a:0b:0c:0d:0e:0f'), full(6), Ether,
+         dst='0a:0b:0c:0d:0e:0f'),
+    case('eth_src-masked', U6Q, 'eth_src', mac('aa:bb:00:00:00:00'),
+         mac('ff:00:00:00:00:00'), Ether, src='aa:00:00:00:00:01'),
+    case('vlan_tci-vid', T4Q, 'vlan_tci', u16(20), u16(0x0FFF), Dot1Q, vlan=20),
+    case('vlan_tci-pcp', T4Q, 'vlan_tci', u16(6 << 13), u16(0xE000), Dot1Q, prio=6),
+    case('nw_src-tcp', T4, 'nw_src', ip4('192.0.2.7'), full(4), IP, src='192.0.2.7'),
+    case('nw_dst-udp', U4, 'nw_dst', ip4('203.0.113.200'), full(4), IP, dst='203.0.113.200'),
+    case('nw_src-masked-vlan', T4Q, 'nw_src', ip4('172.16.9.9'), ip4('255.255.0.0'), IP,
+         src='172.16.0.1'),
+    case('nw_dst-udp-no-csum', U4_NOCSUM, 'nw_dst', ip4('1.2.3.4'), full(4), IP, dst='1.2.3.4'),
+    case('nw_dst-icmp', ICMP4, 'nw_dst', ip4('10.9.8.7'), full(4), IP, dst='10.9.8.7'),
+    case('nw_src-fragment', FRAG4, 'nw_src', ip4('10.9.8.7'), full(4), IP, src='10.9.8.7'),
+    case('nw_src-arp', ARP4, 'nw_src', ip4('10.0.0.99'), full(4), ARP, psrc='10.0.0.99'),
+    case('nw_dst-arp', ARP4, 'nw_dst', ip4('10.0.0.98'), full(4), ARP, pdst='10.0.0.98'),
+    case('nw_tos-dscp', T4, 'nw_tos', b'\xb8', b'\xfc', IP, tos=0xB9),
+    case('nw_tos-ipv6', U6Q, 'nw_tos', b'\x48', b'\xff', IPv6, tc=0x48),
+    case('nw_ttl', T4, 'nw_ttl', b'\x05', b'\xff', IP, ttl=5),
+    case('nw_ttl-udp', U4, 'nw_ttl', b'\x01', b'\xff', IP, ttl=1),
+    case('nw_ttl-ipv6', T6, 'nw_ttl', b'\xfe', b'\xff', IPv6, hlim=254),
+    case('ipv6_src-tcp', T6, 'ipv6_src', ip6('fe80::abcd'), full(16), IPv6, src='fe80::abcd'),
+    case('ipv6_dst-udp', U6Q, 'ipv6_dst', ip6('2001:db8:ffff::9'), full(16), IPv6,
+         dst='2001:db8:ffff::9'),
+    case('ipv6_dst-masked', T6, 'ipv6_dst', ip6('2001:db8:1234::'), ip6('ffff:ffff:ffff::'),
+         IPv6, dst='2001:db8:1234::2'),
+    case('ipv6_src-icmpv6', ICMP6, 'ipv6_src', ip6('::7'), full(16), IPv6, src='::7'),
+    case('ipv6_dst-ext-hdr', T6X, 'ipv6_dst', ip6('::8'), full(16), IPv6, dst='::8'),
+    case('ipv6_label', T6, 'ipv6_label', b'\x00\x0a\xbc\xde', full(4), IPv6, fl=0xABCDE),
+    case('tp_src-tcp', T4, 'tp_src', u16(4242), full(2), TCP, sport=4242),
+    case('tp_dst-tcp-masked', T4Q, 'tp_dst', u16(0x1200), u16(0xFF00), TCP, dport=0x1250),
+    case('tp_dst-udp', U4, 'tp_dst', u16(9999), full(2), UDP, dport=9999),
+    case('tp_dst-udp-no-csum', U4_NOCSUM, 'tp_dst', u16(9999), full(2), UDP, dport=9999),
+    case('tp_src-tcp6', T6, 'tp_src', u16(65535), full(2), TCP, sport=65535),
+    case('tp_dst-udp6', U6Q, 'tp_dst', u16(1), full(2), UDP, dport=1),
+    case('tp_src-sctp', SCTP4, 'tp_src', u16(3868), full(2), SCTP, sport=3868),
+    case('tp_dst-sctp6', SCTP6, 'tp_dst', u16(2905), full(2), SCTP, dport=2905),
+    case('arp_op', ARP4, 'arp_op', u16(2), full(2), ARP, op=2),
+    case('arp_sha', ARP4, 'arp_sha', mac('02:11:22:33:44:55'), full(6), ARP,
+         hwsrc='02:11:22:33:44:55'),
+    case('arp_tha', ARP4, 'arp_tha', mac('02:11:22:33:44:66'), full(6), ARP,
+         hwdst='02:11:22:33:44:66'),
+]
+
+
+@pytest.mark.parametrize('pkt, action, expected', SET_CASES)
+def test_set_masked_complete_checksums(pkt, action, expected):
+    out = run(vnet(raw(pkt)), action)
+    assert out[VNET_HDR_LEN:] == raw(expected)
+    assert out != vnet(raw(pkt))
+
+
+@pytest.mark.parametrize('pkt, action, expected', [
+    c for c in SET_CASES if (TCP in c.values[0] or UDP in c.values[0])
+    and c.values[0] not in (U4_NOCSUM,)])
+def test_set_masked_partial_checksums(pkt, action, expected):
+    out = run(partial(pkt), action)
+    assert out == partial(expected)
+    assert finish(out) == raw(expected)
+
+
+def test_set_masked_on_gso_frame():
+    big = Ether(**MACS) / IP(**V4) / TCP(sport=1, dport=2, flags='A') / Raw(data(9000))
+    moved = Ether(**MACS) / IP(src='198.51.100.1', dst=V4['dst']) / TCP(
+        sport=1, dport=8080, flags='A') / Raw(data(9000))
+    out = run(partial(big, GSO_TCPV4, 1448), ('set_masked', 'nw_src', ip4('198.51.100.1'), full(4)),
+              ('set_masked', 'tp_dst', u16(8080), full(2)))
+    assert out == partial(moved, GSO_TCPV4, 1448)
+    assert offload.segment(out) == offload.segment(partial(moved, GSO_TCPV4, 1448))
+
+
+def test_udp_zero_checksum_stays_zero():
+    out = run(vnet(raw(U4_NOCSUM)), ('set_masked', 'nw_src', ip4('1.1.1.1'), full(4)))
+    assert Ether(out[VNET_HDR_LEN:])[UDP].chksum == 0
+
+
+@pytest.mark.parametrize('pkt, field, width', [
+    (ARP4, 'tp_src', 2), (ICMP4, 'tp_dst', 2), (FRAG4, 'tp_src', 2),
+    (T6, 'nw_src', 4), (T4, 'ipv6_src', 16), (T4, 'ipv6_label', 4),
+    (T4, 'vlan_tci', 2), (ARP4, 'nw_ttl', 1), (ARP4, 'nw_tos', 1), (T4, 'arp_sha', 6),
+    (Ether(**MACS) / ARP(ptype=0x86DD, plen=16), 'nw_src', 4),
+])
+def test_set_masked_missing_field_is_noop(pkt, field, width):
+    packet = vnet(raw(pkt))
+    assert run(packet, ('set_masked', field, b'\x5a' * width, full(width))) == packet
+
+
+def test_crc32c_known_value():
+    assert crc32c(b'123456789') == 0xE3069283
+
+
+# --- malformed frames ----------------------------------------------------------
+
+ALL_ACTIONS = [PUSH_100, ('pop_vlan',)] + [
+    c.values[1] for c in SET_CASES]
+
+
+def test_malformed_frames_never_raise():
+    rng = random.Random(3)
+    frames = [raw(p) for p in (T4, U6Q, T6X, SCTP4, ARP4, ICMP6, FRAG4, T4Q)]
+    for _ in range(4000):
+        frame = bytearray(rng.choice(frames)[:rng.randrange(0, 200)])
+        for _ in range(rng.randrange(4)):
+            if frame:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        header = VNET_HDR.pack(rng.choice((0, 1)), rng.choice((0, 1, 4)), rng.randrange(100),
+                               1448, rng.randrange(120), rng.choice((6, 16)))
+        run(header + frame, *rng.sample(ALL_ACTIONS, 3))
+
+
+# --- validate_actions ----------------------------------------------------------
+
+def test_validate_accepts_good_actions():
+    validate_actions(())
+    validate_actions((('output', 1), PUSH_100, ('pop_vlan',), ('userspace', b''),
+                      ('set_masked', 'ipv6_dst', bytes(16), full(16))))
+
+
+@pytest.mark.parametrize('actions', [
+    [('output', 1)],                                  # not a tuple
+    (('output',),),                                   # arity
+    (('output', 1, 2),),
+    ('output',),                                      # action not a tuple
+    ((),),
+    (('flood',),),                                    # unknown action
+    (('output', -1),),
+    (('output', '1'),),
+    (('output', True),),
+    (('push_vlan', 0x0800, 1),),                      # bad tpid
+    (('push_vlan', 0x8100, 0x10000),),
+    (('pop_vlan', 1),),
+    (('set_masked', 'nw_bogus', b'\0', b'\0'),),      # unknown field
+    (('set_masked', 'nw_src', b'\0' * 3, full(4)),),  # value width
+    (('set_masked', 'eth_src', bytes(6), full(4)),),  # mask width
+    (('set_masked', 'tp_src', 80, 0xFFFF),),          # not bytes
+    (('userspace', 'text'),),
+])
+def test_validate_rejects_bad_actions(actions):
+    with pytest.raises(ValueError) as err:
+        validate_actions(actions)
+    assert '\n' not in str(err.value)

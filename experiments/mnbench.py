@@ -351,6 +351,14 @@ def print_table(headers, rows):
         print(line % tuple(x for pair in zip(widths, row) for x in pair))
 
 
+def _csv_cell(value):
+    if value is None:
+        return ''
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
 def write_csv(path, fieldnames, rows):
     """Write rows (dicts) to path as CSV, creating its directory."""
     directory = os.path.dirname(path)
@@ -361,6 +369,5 @@ def write_csv(path, fieldnames, rows):
                                 extrasaction='ignore')
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ('' if v is None else v)
-                             for k, v in row.items()})
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     print('wrote %s' % path)

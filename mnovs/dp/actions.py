@@ -9,7 +9,7 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('userspace', userdata)             dp.userspace(packet, userdata)
 
 validate_actions() checks their shape once, before a flow is installed;
-execute() then trusts it. Dispatch is a dict from action name to a small
+execute() then trusts it (an unvalidated action may raise). Dispatch is a dict from action name to a small
 exec_* function; set_masked dispatches again through a dict of fields.
 
 A packet is the 10-byte virtio_net_hdr followed by the Ethernet frame (see
@@ -21,8 +21,9 @@ returns, so execute() never writes to it and keeps no reference to it:
   dp.output and dp.userspace must be done with the buffer (sent or copied)
   when they return, since a later action may change it.
 - The vnet header moves with the frame. push_vlan/pop_vlan shift csum_start
-  (when F_NEEDS_CSUM) and hdr_len (when GSO) by +-4, so the kernel still
-  completes the right checksum and cuts the right headers.
+  (when F_NEEDS_CSUM) and hdr_len (when set; the kernel sets it with GSO) by
+  +-4, so the kernel still completes the right checksum and cuts the right
+  headers.
 - Checksums stay valid. set_masked on L3/L4 fields updates the IPv4 header
   checksum and the TCP/UDP/ICMPv6 checksum incrementally (RFC 1624), in the
   ones'-complement arithmetic of offload.ones_sum (a delta of (new - old) mod
@@ -52,7 +53,7 @@ a few us) plus a header walk and a few int operations per set_masked.
 import struct
 
 from mnovs.dp.offload import (
-    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM, GSO_ECN,
+    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
     VNET_HDR, VNET_HDR_LEN, csum_finish, frame_layout)
 
@@ -117,7 +118,7 @@ def _shift_vnet(pkt, delta):
     flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(pkt)
     if flags & F_NEEDS_CSUM and csum_start >= 12:
         csum_start = max(csum_start + delta, 12)
-    if gso_type & ~GSO_ECN and hdr_len >= 12:
+    if hdr_len >= 12:
         hdr_len = max(hdr_len + delta, 12)
     VNET_HDR.pack_into(pkt, 0, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
 

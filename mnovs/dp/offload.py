@@ -42,7 +42,8 @@ every receiver accepts it.
 
 Cost: sums use int.from_bytes(...) % 0xFFFF, which is the ones'-complement
 sum because 2**16 == 1 (mod 0xFFFF): about 85 us for 64 KB. Segmenting a
-64 KB TSO frame costs one pass over the payload plus ~3 us per segment.
+64 KB TSO frame into 45 segments takes about 0.2 ms (one pass over the
+payload, a header copy and two pack_into per segment).
 
 frame_layout() is the small header locator shared with actions.py.
 """

@@ -73,7 +73,7 @@ def partial(pkt, gso_type=GSO_NONE, gso_size=0):
                   + socket.inet_pton(socket.AF_INET6, ip.dst)
                   + struct.pack('!II', len(l4_raw), proto))
     struct.pack_into('!H', frame, l4 + csum_offset, _sum16(pseudo))
-    hdr_len = l4 + (pkt[TCP].dataofs * 4 if l4_layer is TCP else 8)
+    hdr_len = l4 + (pkt[TCP].dataofs * 4 if l4_layer is TCP else 8) if gso_type else 0
     return vnet(frame, F_NEEDS_CSUM, gso_type, hdr_len, gso_size, l4, csum_offset)
 
 
@@ -198,7 +198,8 @@ def test_uso(l3, tagged):
 
 def test_ufo_ipv4_fragments():
     payload = data(4000)
-    pkt = Ether(**MACS) / Dot1Q(vlan=3) / IP(**V4, id=77, flags='DF') / UDP(sport=9, dport=10) / Raw(payload)
+    pkt = (Ether(**MACS) / Dot1Q(vlan=3) / IP(**V4, id=77, flags='DF')
+           / UDP(sport=9, dport=10) / Raw(payload))
     segs = offload.segment(partial(pkt, GSO_UDP, 1501))
     offsets, parts = [], []
     for i, seg in enumerate(segs):

@@ -68,14 +68,19 @@ FLOW_DL_TYPE_NONE = 0x05ff      # eth_type of an 802.3 frame
 VLAN_CFI = 0x1000               # in vlan_tci: a tag is present
 FLOW_NW_FRAG_ANY = 1
 FLOW_NW_FRAG_LATER = 2
+_FRAG_LATER = FLOW_NW_FRAG_ANY | FLOW_NW_FRAG_LATER
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
 IPPROTO_ICMPV6 = 58
 IPPROTO_SCTP = 132
 ND_NEIGHBOR_SOLICIT = 135
 ND_NEIGHBOR_ADVERT = 136
+ND_OPT_SLL = 1                  # source link-layer address option
+ND_OPT_TLL = 2                  # target link-layer address option
 
 # Errors reported by flow_extract, one counter each for the caller.
 ERR_RUNT = 'runt'
@@ -190,13 +195,13 @@ def flow_extract(frame, in_port):
     l4 = 0                  # offset of an L4 header to parse, else 0
     end = size              # end of the L3 payload
 
-    if eth_type == 0x8100 or eth_type == 0x88a8:
+    if eth_type == ETH_TYPE_VLAN_8021Q or eth_type == ETH_TYPE_VLAN_8021AD:
         if size >= 18:
             vlan_tpid = eth_type
             vlan_tci, eth_type = _unpack_vlan(frame, 14)
-            vlan_tci |= 0x1000
+            vlan_tci |= VLAN_CFI
             off = 18
-            while eth_type == 0x8100 or eth_type == 0x88a8:
+            while eth_type == ETH_TYPE_VLAN_8021Q or eth_type == ETH_TYPE_VLAN_8021AD:
                 if size - off < 4:
                     err = ERR_TRUNCATED_VLAN
                     break
@@ -205,7 +210,7 @@ def flow_extract(frame, in_port):
         else:
             err = ERR_TRUNCATED_VLAN
 
-    if eth_type == 0x0800:
+    if eth_type == ETH_TYPE_IP:
         if size - off >= 20:
             vihl, tos, tot_len, frag_off, ttl, proto, src, dst = _unpack_ipv4(frame, off)
             ihl = (vihl & 15) << 2
@@ -216,7 +221,7 @@ def flow_extract(frame, in_port):
             else:
                 nw_src, nw_dst, nw_proto, nw_tos, nw_ttl = src, dst, proto, tos, ttl
                 if frag_off & 0x3fff:                   # MF or an offset
-                    nw_frag = 3 if frag_off & 0x1fff else 1
+                    nw_frag = _FRAG_LATER if frag_off & 0x1fff else FLOW_NW_FRAG_ANY
                 if tot_len < ihl:
                     err = ERR_BAD_IP_LEN
                 else:
@@ -224,11 +229,11 @@ def flow_extract(frame, in_port):
                     if end > size:
                         err = ERR_TRUNCATED_IPV4
                         end = size
-                    if nw_frag != 3:
+                    if nw_frag != _FRAG_LATER:
                         l4 = off + ihl
         else:
             err = ERR_TRUNCATED_IPV4
-    elif eth_type == 0x86dd:
+    elif eth_type == ETH_TYPE_IPV6:
         if size - off >= 40:
             vtcfl, plen, nh, nw_ttl, ipv6_src, ipv6_dst = _IPV6.unpack_from(frame, off)
             nw_tos = (vtcfl >> 20) & 0xff
@@ -242,16 +247,16 @@ def flow_extract(frame, in_port):
                 if end - off < 8:
                     err = ERR_BAD_IPV6_EXT
                     break
-                if nh == 44:
+                if nh == IPPROTO_FRAGMENT:
                     nh, frag_off = _IPV6_FRAG.unpack_from(frame, off)
                     off += 8
                     if frag_off & 0xfff8:
-                        nw_frag = 3
+                        nw_frag = _FRAG_LATER
                         break                           # no L4 in later fragments
-                    nw_frag = 1
+                    nw_frag = FLOW_NW_FRAG_ANY
                 else:
                     nxt, hlen = _IPV6_EXT.unpack_from(frame, off)
-                    hlen = (hlen + 2) << 2 if nh == 51 else (hlen + 1) << 3
+                    hlen = (hlen + 2) << 2 if nh == IPPROTO_AH else (hlen + 1) << 3
                     if end - off < hlen:
                         err = ERR_BAD_IPV6_EXT
                         break
@@ -262,25 +267,25 @@ def flow_extract(frame, in_port):
             nw_proto = nh
         else:
             err = ERR_TRUNCATED_IPV6
-    elif eth_type == 0x0806:
+    elif eth_type == ETH_TYPE_ARP:
         if size - off >= 28:
             htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, off)
-            if htype == 1 and ptype == 0x0800 and hlen == 6 and plen == 4:
+            if htype == 1 and ptype == ETH_TYPE_IP and hlen == 6 and plen == 4:
                 nw_proto = op if op <= 0xff else 0
                 nw_src, nw_dst, arp_sha, arp_tha = spa, tpa, sha, tha
         else:
             err = ERR_TRUNCATED_ARP
-    elif eth_type == 0x8847 or eth_type == 0x8848:
+    elif eth_type == ETH_TYPE_MPLS or eth_type == ETH_TYPE_MPLS_MCAST:
         if size - off >= 4:
             mpls_lse, = _BE32.unpack_from(frame, off)
         else:
             err = ERR_TRUNCATED_MPLS
-    elif eth_type < 0x0600:
-        eth_type = 0x05ff
+    elif eth_type < ETH_TYPE_MIN:
+        eth_type = FLOW_DL_TYPE_NONE
 
     if l4:
         avail = end - l4
-        if nw_proto == 6:
+        if nw_proto == IPPROTO_TCP:
             if avail >= 20:
                 sport, dport, ctl = _unpack_tcp(frame, l4)
                 doff = (ctl >> 12) << 2
@@ -292,55 +297,63 @@ def flow_extract(frame, in_port):
                     tp_src, tp_dst, tcp_flags = sport, dport, ctl & 0x0fff
             else:
                 err = ERR_TRUNCATED_TCP
-        elif nw_proto == 17:
+        elif nw_proto == IPPROTO_UDP:
             if avail >= 8:
                 tp_src, tp_dst = _PORTS.unpack_from(frame, l4)
             else:
                 err = ERR_TRUNCATED_UDP
-        elif nw_proto == 132:
+        elif nw_proto == IPPROTO_SCTP:
             if avail >= 12:
                 tp_src, tp_dst = _PORTS.unpack_from(frame, l4)
             else:
                 err = ERR_TRUNCATED_SCTP
-        elif nw_proto == 1 and eth_type == 0x0800:
+        elif nw_proto == IPPROTO_ICMP and eth_type == ETH_TYPE_IP:
             if avail >= 8:
                 tp_src, tp_dst = _ICMP.unpack_from(frame, l4)
             else:
                 err = ERR_TRUNCATED_ICMP
-        elif nw_proto == 58 and eth_type == 0x86dd:
+        elif nw_proto == IPPROTO_ICMPV6 and eth_type == ETH_TYPE_IPV6:
             if avail < 8:
                 err = ERR_TRUNCATED_ICMPV6
             else:
                 tp_src, tp_dst = _ICMP.unpack_from(frame, l4)
-                if (tp_src == 135 or tp_src == 136) and tp_dst == 0:
-                    off = l4 + 8
-                    if end - off < 16:
-                        err = ERR_TRUNCATED_ND
-                    else:
-                        nd_target, = _ND_TARGET.unpack_from(frame, off)
-                        off += 16
-                        # Options: type, length in units of 8 bytes, data.
-                        while end - off >= 8:
-                            opt_type = frame[off]
-                            opt_len = frame[off + 1] << 3
-                            if not opt_len or end - off < opt_len:
-                                err = ERR_BAD_ND_OPTION
-                                break
-                            if opt_len == 8 and (opt_type == 1 or opt_type == 2):
-                                if (arp_sha if opt_type == 1 else arp_tha) != _Z6:
-                                    err = ERR_BAD_ND_OPTION  # repeated: all invalid
-                                    nd_target, arp_sha, arp_tha = _Z16, _Z6, _Z6
-                                    break
-                                if opt_type == 1:
-                                    arp_sha, = _MAC.unpack_from(frame, off + 2)
-                                else:
-                                    arp_tha, = _MAC.unpack_from(frame, off + 2)
-                            off += opt_len
+                if (tp_src == ND_NEIGHBOR_SOLICIT or tp_src == ND_NEIGHBOR_ADVERT) and not tp_dst:
+                    nd_target, arp_sha, arp_tha, nd_err = _extract_nd(frame, l4 + 8, end)
+                    if nd_err:
+                        err = nd_err
 
     return _pack_key(in_port, eth_dst, eth_src, eth_type, vlan_tpid, vlan_tci,
                      mpls_lse, nw_src, nw_dst, ipv6_src, ipv6_dst, ipv6_label,
                      nw_proto, nw_tos, nw_ttl, nw_frag, tp_src, tp_dst,
                      tcp_flags, arp_sha, arp_tha, nd_target), err
+
+
+def _extract_nd(frame, off, end):
+    """Return (nd_target, sll, tll, error) from the body of an ND packet at frame[off:end].
+
+    The body is the 16-byte target then options: type, length in units of 8
+    bytes, data.  The first source and target link-layer address options are
+    kept; a repeated one invalidates all three fields, as in OVS.
+    """
+    if end - off < 16:
+        return _Z16, _Z6, _Z6, ERR_TRUNCATED_ND
+    target, = _ND_TARGET.unpack_from(frame, off)
+    sll = tll = _Z6
+    off += 16
+    while end - off >= 8:
+        opt_type, opt_len = frame[off], frame[off + 1] << 3
+        if not opt_len or end - off < opt_len:
+            return target, sll, tll, ERR_BAD_ND_OPTION
+        if opt_len == 8 and opt_type == ND_OPT_SLL:
+            if sll != _Z6:
+                return _Z16, _Z6, _Z6, ERR_BAD_ND_OPTION
+            sll, = _MAC.unpack_from(frame, off + 2)
+        elif opt_len == 8 and opt_type == ND_OPT_TLL:
+            if tll != _Z6:
+                return _Z16, _Z6, _Z6, ERR_BAD_ND_OPTION
+            tll, = _MAC.unpack_from(frame, off + 2)
+        off += opt_len
+    return target, sll, tll, None
 
 
 def make_key(**fields):

@@ -56,7 +56,7 @@ def dump_flows(dp, now=None):
         flags = f', flags:{format_tcp_flags(flow.tcp_flags)}' if flow.tcp_flags else ''
         lines.append(f'{format_megaflow(flow.key, flow.mask)}, packets:{flow.packets}, '
                      f'bytes:{flow.bytes}, used:{used}{flags}, '
-                     f'actions:{format_actions(flow.actions)}')
+                     f'actions:{format_actions(flow.actions, flow.key)}')
     return '\n'.join(lines)
 
 

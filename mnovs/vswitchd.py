@@ -257,7 +257,8 @@ def main(argv=None):
         switch = VSwitchd(args)
     except (OSError, ValueError) as err:
         message = f'mnovs-vswitchd: {args.name}: {getattr(err, "strerror", None) or err}'
-        log.error(message)
+        if args.log_file:
+            log.error(message)
         print(message, file=sys.stderr)
         return 1
     pidfile = args.pidfile or paths.pid_path(args.name)

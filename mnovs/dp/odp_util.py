@@ -24,15 +24,19 @@ Printing rules, as OVS's non-verbose format:
   (OpenFlow's nw_frag words) when only one of the two frag bits is masked.
 - A field masked without its prerequisite (say tp_dst without nw_proto) has
   no OVS attribute to live in; it goes into a final fields(name=value,...),
-  so that no masked bit is ever hidden.  xlate should never produce one.
+  so that no masked bit is hidden (bar the untagged vlan match above).
+  xlate should never produce one.
 
 Formatting only; a parser for the same syntax is future work.
 """
 
 import socket
 
-from mnovs.dp.flow import (FIELD_SLICES, FLOW_FIELDS, KEY_LEN, key_fields, make_key,
-                           mask_key)
+from mnovs.dp.flow import (
+    ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
+    ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, ND_NEIGHBOR_ADVERT,
+    ND_NEIGHBOR_SOLICIT, VLAN_CFI, key_fields, make_key, mask_key)
 
 
 def _c_hex(value):
@@ -154,8 +158,9 @@ _TCP_FLAGS = ('tcp_flags', (('', 'tcp_flags', _tcp_flags),))
 _ND = ('nd', (('target', 'nd_target', _ip6), ('sll', 'arp_sha', _mac),
               ('tll', 'arp_tha', _mac)))
 
-_L3 = {0x0800: _IPV4, 0x86dd: _IPV6, 0x0806: _ARP, 0x8847: _MPLS, 0x8848: _MPLS}
-_L4 = {6: (_TCP, _TCP_FLAGS), 17: (_UDP,), 132: (_SCTP,)}
+_L3 = {ETH_TYPE_IP: _IPV4, ETH_TYPE_IPV6: _IPV6, ETH_TYPE_ARP: _ARP,
+       ETH_TYPE_MPLS: _MPLS, ETH_TYPE_MPLS_MCAST: _MPLS}
+_L4 = {IPPROTO_TCP: (_TCP, _TCP_FLAGS), IPPROTO_UDP: (_UDP,), IPPROTO_SCTP: (_SCTP,)}
 
 # Where set_masked looks for a field when the key does not say (IPv4, TCP).
 _DEFAULT_ATTRS = (_IN_PORT, _ETH, _ETH_TYPE, _VLAN, _MPLS, _IPV4, _TCP, _TCP_FLAGS,
@@ -168,13 +173,13 @@ def _payload_attrs(k):
     attrs = [_ETH_TYPE]
     if eth_type in _L3:
         attrs.append(_L3[eth_type])
-    if (eth_type == 0x0800 or eth_type == 0x86dd) and not k['nw_frag'] & 2:
+    if eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6) and not k['nw_frag'] & FLOW_NW_FRAG_LATER:
         attrs.extend(_L4.get(proto, ()))
-        if proto == 1 and eth_type == 0x0800:
+        if proto == IPPROTO_ICMP and eth_type == ETH_TYPE_IP:
             attrs.append(_ICMP)
-        elif proto == 58 and eth_type == 0x86dd:
+        elif proto == IPPROTO_ICMPV6 and eth_type == ETH_TYPE_IPV6:
             attrs.append(_ICMPV6)
-            if k['tp_src'] in (135, 136) and k['tp_dst'] == 0:
+            if k['tp_src'] in (ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT) and not k['tp_dst']:
                 attrs.append(_ND)
     return attrs
 
@@ -247,8 +252,8 @@ def _format_set_masked(field, value, mask, context):
 
 
 def _format_push_vlan(tpid, tci):
-    tpid_text = '' if tpid == 0x8100 else f'tpid=0x{tpid:04x},'
-    cfi_text = ',cfi=1' if tci & 0x1000 else ''     # DEI as given; OVS would say cfi=0 when clear
+    tpid_text = '' if tpid == ETH_TYPE_VLAN_8021Q else f'tpid=0x{tpid:04x},'
+    cfi_text = ',cfi=1' if tci & VLAN_CFI else ''   # the DEI bit as given (OVS: cfi=0 if clear)
     return f'push_vlan({tpid_text}vid={tci & 0xfff},pcp={tci >> 13}{cfi_text})'
 
 

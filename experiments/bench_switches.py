@@ -81,7 +81,7 @@ def parse_args():
     return parser.parse_args()
 
 
-# --- measurements -------------------------------------------------------------
+# --- measurements -----------------------------------------------------------
 
 def wait_forwarding(src, dst, timeout=15.0):
     """Ping dst from src once a second until one answers or timeout passes."""

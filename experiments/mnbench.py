@@ -11,8 +11,9 @@ else:
 - the OVS daemons (`ovs_daemons`): started with ovs-ctl if they are not
   running, and stopped again only if we started them;
 - lifetimes: `running_net` stops every network, `background` stops every
-  process it started, even on an error, Ctrl-C or SIGTERM (`run`). Cleanup defers further Ctrl-C (`deferred_signals`)
-  so that a second impatient Ctrl-C cannot leave veths or switches behind.
+  process it started, even on an error, Ctrl-C or SIGTERM (`run`).
+  Cleanup defers further Ctrl-C (`deferred_signals`) so that a second
+  impatient Ctrl-C cannot leave veths or switches behind.
   Nothing here ever runs `mn -c` or kills by name;
 - small readers (`rss_mb`, `pid_alive`) and output (`print_table`,
   `write_csv`, `median`).
@@ -40,7 +41,7 @@ SWITCH_KINDS = ('pyovs', 'ovs', 'bridge')
 
 
 def run(main):
-    """Run a benchmark's main() as root; turn Ctrl-C or SIGTERM into a clean exit.
+    """Run a benchmark's main() as root; exit cleanly on Ctrl-C or SIGTERM.
 
     SIGTERM unwinds the stack like Ctrl-C, so every cleanup block runs.
     """
@@ -289,7 +290,7 @@ def wait_listening(host, port, timeout=5.0):
     return False
 
 
-# --- process readers ----------------------------------------------------------
+# --- process readers --------------------------------------------------------
 
 def pid_alive(pid):
     """Return True if pid names a process that is not a zombie."""

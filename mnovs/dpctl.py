@@ -22,7 +22,7 @@ def show(dp):
     lines = [
         f'system@{dp.name}:',
         f"  lookups: hit:{s['hit']} missed:{s['missed']} lost:{s['lost']}",
-        f"  flows: {s['flows']}",
+        f"  flows: {s['flows']} (limit {dp.flow_limit}, evicted {s['evicted']})",
         f"  masks: hit:{s['masks_hit']} total:{s['masks_total']} hit/pkt:{per_pkt:.2f}",
         f"  cache: hit:{s['hit']} hit-rate:{100.0 * s['hit_rate']:.2f}%",
         '  caches:',

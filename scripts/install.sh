@@ -34,9 +34,9 @@ fi
 stamp=.venv/.mnovs-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
-        || ! .venv/bin/python -c 'import mnovs, pyroute2, scapy, pytest, matplotlib' 2>/dev/null; then
+        || ! .venv/bin/python -c 'import mnovs, pyroute2, scapy, pytest, matplotlib, ryu' 2>/dev/null; then
     echo "*** pip: installing mnovs and its Python dependencies"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,ryu]'
     echo "$want" > "$stamp"
 fi

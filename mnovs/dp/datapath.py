@@ -64,6 +64,9 @@ class Datapath:
         self.name = name
         self.upcall = upcall
         self.userspace_cb = userspace
+        # Told of every megaflow that leaves the classifier, with its final
+        # stats, so the slow path can credit them (OVS's ukey reaping).
+        self.flow_deleted = None
         self.flow_limit = flow_limit
         self.max_idle = max_idle
         self.ports = {}                     # port_no -> Port
@@ -73,6 +76,7 @@ class Datapath:
         self.rx_view = memoryview(self.rx_buf)
         self.n_hit = self.n_missed = self.n_lost = 0
         self.n_megaflow_hit = 0             # hits that missed the EMC
+        self.n_evicted = 0                  # megaflows dropped at flow_limit
         self.drops = {}                     # reason -> count (datapath_drop_*)
         self.malformed = {}                 # flow_extract error -> count
 
@@ -121,17 +125,21 @@ class Datapath:
             self._evict(now)
         flow = Megaflow(key, mask, actions, now)
         flow.fast_outs = self._fast_outs(actions)
-        self.classifier.insert(flow)
+        replaced = self.classifier.insert(flow)
+        if replaced is not None and self.flow_deleted is not None:
+            self.flow_deleted(replaced)
         return flow
 
     def flow_del(self, flow):
         self.classifier.remove(flow)
+        if self.flow_deleted is not None:
+            self.flow_deleted(flow)
 
     def flow_del_if(self, predicate):
         """Delete the megaflows for which predicate(flow) is true; count them."""
         doomed = [flow for flow in self.classifier if predicate(flow)]
         for flow in doomed:
-            self.classifier.remove(flow)
+            self.flow_del(flow)
         return len(doomed)
 
     def flow_flush(self):
@@ -157,9 +165,10 @@ class Datapath:
         if excess <= 0:
             return
         victims = sorted(self.classifier, key=lambda f: f.used)
-        for flow in victims[:max(excess, self.flow_limit // 10)]:
-            self.classifier.remove(flow)
-        self._count_drop('flow-evicted', 0)
+        victims = victims[:max(excess, self.flow_limit // 10)]
+        for flow in victims:
+            self.flow_del(flow)
+        self.n_evicted += len(victims)
 
     def expire(self, now):
         """Delete megaflows idle for longer than max_idle (revalidator sweep)."""
@@ -276,7 +285,7 @@ class Datapath:
         lookups = self.n_hit + self.n_missed
         return {
             'hit': self.n_hit, 'missed': self.n_missed, 'lost': self.n_lost,
-            'flows': len(cls), 'masks_hit': cls.n_mask_hits,
+            'flows': len(cls), 'evicted': self.n_evicted, 'masks_hit': cls.n_mask_hits,
             'masks_total': cls.n_masks, 'mask_cache_hits': cls.n_cache_hits,
             'emc_hits': self.n_hit - self.n_megaflow_hit, 'emc_entries': len(self.emc),
             'hit_rate': self.n_hit / lookups if lookups else 0.0,

@@ -1,0 +1,292 @@
+"""OpenFlow channels: TCP connections to controllers, active and passive.
+
+This is mnovs's rconn/connmgr transport. A `Channel` is one TCP connection:
+a non-blocking socket, a receive buffer cut into whole OpenFlow messages by
+the header's length field, and a send buffer flushed when the socket is
+writable. It knows nothing of message contents beyond the 8-byte header; the
+agent (ofproto.py) decodes, answers and keeps per-channel OpenFlow state
+(negotiated version, role, async config) on the channel object.
+
+Two kinds of endpoints create channels:
+- `ActiveTarget` (OVS `tcp:IP:PORT`): connects to a controller and, when the
+  connection fails or drops, retries with exponential backoff (1 s doubling
+  to 8 s, as OVS's default max-backoff).
+- `PassiveListener` (OVS `ptcp:PORT`): accepts any number of connections,
+  for ovs-ofctl and Mininet's `dpctl`.
+
+Liveness (OVS's inactivity probe): after `probe_interval` seconds without
+receiving anything, the agent sends an ECHO_REQUEST; after as long again with
+still nothing, the channel is closed (and an active one reconnects).
+
+Every event is driven by the vswitchd's selector: each socket is registered
+with a callback as its data, and write interest is added only while a send
+buffer is non-empty.
+"""
+
+import errno
+import logging
+import selectors
+import socket
+import struct
+import time
+
+log = logging.getLogger(__name__)
+
+OFP_HEADER = struct.Struct('!BBHI')      # version, type, length, xid
+assert OFP_HEADER.size == 8
+MAX_BACKOFF = 8.0
+RECV_CHUNK = 1 << 16
+MAX_SEND_BUFFER = 16 << 20              # a controller this far behind is dropped
+
+
+class Channel:
+    """One OpenFlow TCP connection (either direction).
+
+    Args:
+        sock: a connected (or connecting) non-blocking socket.
+        name: for logs, e.g. 'tcp:127.0.0.1:6653'.
+        selector: the vswitchd's selector.
+        on_message: callable(channel, raw message bytes).
+        on_close: callable(channel) when the connection ends.
+    """
+
+    def __init__(self, sock, name, selector, on_message, on_close, connecting=False):
+        self.sock = sock
+        self.name = name
+        self.selector = selector
+        self.on_message = on_message
+        self.on_close = on_close
+        self.rx = bytearray()
+        self.tx = bytearray()
+        self.connecting = connecting
+        self.closed = False
+        self.last_rx = time.monotonic()
+        self.probe_sent = False
+        # OpenFlow session state, kept here and managed by the agent.
+        self.version = None              # negotiated version, None until HELLO
+        self.role = None
+        self.generation_id = None
+        self.async_config = None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if connecting else 0)
+        selector.register(sock, events, self._on_event)
+
+    def __repr__(self):
+        return f'<Channel {self.name}>'
+
+    def send(self, data):
+        """Queue bytes (one or more whole messages) for the controller."""
+        if self.closed:
+            return
+        if len(self.tx) + len(data) > MAX_SEND_BUFFER:
+            log.warning('%s: send buffer overflow; disconnecting', self.name)
+            self.close()
+            return
+        was_empty = not self.tx
+        self.tx += data
+        if was_empty and not self.connecting:
+            self._flush()
+
+    def _on_event(self, mask=selectors.EVENT_READ | selectors.EVENT_WRITE):
+        if self.connecting:
+            self._finish_connect()
+            return
+        if mask & selectors.EVENT_WRITE and self.tx:
+            self._flush()
+        if mask & selectors.EVENT_READ and not self.closed:
+            self._receive()
+
+    def _finish_connect(self):
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0 and not self._peer_ready():
+            return
+        if err:
+            log.info('%s: connection failed: %s', self.name, errno.errorcode.get(err, err))
+            self.close()
+            return
+        self.connecting = False
+        log.info('%s: connected', self.name)
+        self._update_interest()
+        if self.tx:
+            self._flush()
+
+    def _peer_ready(self):
+        try:
+            self.sock.getpeername()
+        except OSError:
+            return False
+        return True
+
+    def _receive(self):
+        try:
+            data = self.sock.recv(RECV_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            log.info('%s: receive failed: %s', self.name, err)
+            self.close()
+            return
+        if not data:
+            log.info('%s: connection closed by peer', self.name)
+            self.close()
+            return
+        self.last_rx = time.monotonic()
+        self.probe_sent = False
+        self.rx += data
+        while len(self.rx) >= OFP_HEADER.size and not self.closed:
+            length = OFP_HEADER.unpack_from(self.rx)[2]
+            if length < OFP_HEADER.size:
+                # The stream cannot be re-synchronised after a length that
+                # small: answer nothing more and drop the connection.
+                log.warning('%s: message length %d < 8; disconnecting', self.name, length)
+                self.close()
+                return
+            if len(self.rx) < length:
+                break
+            message = bytes(self.rx[:length])
+            del self.rx[:length]
+            self.on_message(self, message)
+
+    def _flush(self):
+        try:
+            sent = self.sock.send(self.tx)
+        except BlockingIOError:
+            sent = 0
+        except OSError as err:
+            log.info('%s: send failed: %s', self.name, err)
+            self.close()
+            return
+        del self.tx[:sent]
+        self._update_interest()
+
+    def _update_interest(self):
+        if self.closed:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.tx else 0)
+        self.selector.modify(self.sock, events, self._on_event)
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        self.on_close(self)
+
+
+def parse_target(target):
+    """'tcp:IP:PORT' → (ip, port); 'ptcp:PORT[:IP]' → (ip, port).
+
+    Raises:
+        ValueError: a one-line reason.
+    """
+    kind, _, rest = target.partition(':')
+    if kind == 'tcp':
+        host, _, port = rest.rpartition(':')
+    elif kind == 'ptcp':
+        port, _, host = rest.partition(':')
+        host = host or '0.0.0.0'
+    else:
+        raise ValueError(f'bad OpenFlow target "{target}": expected tcp:IP:PORT or ptcp:PORT')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'bad OpenFlow target "{target}": expected tcp:IP:PORT or ptcp:PORT')
+    return host, int(port)
+
+
+class ActiveTarget:
+    """A controller we connect to, reconnecting with backoff (OVS rconn)."""
+
+    def __init__(self, target, selector, on_channel, on_message, on_close):
+        self.target = target
+        self.address = parse_target(target)
+        self.selector = selector
+        self.on_channel = on_channel
+        self.on_message = on_message
+        self.on_close = on_close
+        self.channel = None
+        self.backoff = 1.0
+        self.next_attempt = 0.0
+
+    def run(self, now):
+        """Connect if it is time to; call from the loop's housekeeping."""
+        if self.channel is not None or now < self.next_attempt:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect(self.address)
+        except BlockingIOError:
+            pass
+        except OSError as err:
+            log.info('%s: connect failed: %s', self.target, err)
+            sock.close()
+            self._schedule(now)
+            return
+        self.channel = Channel(sock, self.target, self.selector, self.on_message,
+                               self._closed, connecting=True)
+        self.on_channel(self.channel)
+
+    def _closed(self, channel):
+        self.channel = None
+        was_up = channel.version is not None
+        self.on_close(channel)
+        now = time.monotonic()
+        if was_up:
+            self.backoff = 1.0
+        self._schedule(now)
+
+    def _schedule(self, now):
+        self.next_attempt = now + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    def close(self):
+        if self.channel is not None:
+            self.channel.close()
+
+
+class PassiveListener:
+    """A listening socket (OVS ptcp:PORT) whose connections become channels."""
+
+    def __init__(self, target, selector, on_channel, on_message, on_close):
+        self.target = target
+        host, port = parse_target(target)
+        self.selector = selector
+        self.on_channel = on_channel
+        self.on_message = on_message
+        self.on_close = on_close
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        selector.register(self.sock, selectors.EVENT_READ, self._accept)
+        self.channels = set()
+
+    def _accept(self, mask=None):
+        try:
+            sock, (ip, port) = self.sock.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        channel = Channel(sock, f'tcp:{ip}:{port} (via {self.target})', self.selector,
+                          self.on_message, self._closed)
+        self.channels.add(channel)
+        self.on_channel(channel)
+
+    def _closed(self, channel):
+        self.channels.discard(channel)
+        self.on_close(channel)
+
+    def close(self):
+        for channel in list(self.channels):
+            channel.close()
+        self.selector.unregister(self.sock)
+        self.sock.close()

@@ -1,0 +1,86 @@
+"""Datapath megaflow bookkeeping: limits, eviction, expiry, upcalls, lost upcalls."""
+
+from types import SimpleNamespace
+
+from mnovs.dp.datapath import Datapath
+from mnovs.dp.flow import make_key, make_mask
+
+MASK = make_mask(['in_port', 'eth_dst'])
+
+
+def key(n, port=1):
+    return make_key(in_port=port, eth_dst=n.to_bytes(6, 'big'))
+
+
+def fake_port(no):
+    sent = []
+    return SimpleNamespace(port_no=no, name=f'p{no}', up=True, sent=sent,
+                           send=lambda pkt: sent.append(bytes(pkt)))
+
+
+def test_flow_limit_evicts_least_recently_used():
+    dp = Datapath('t', upcall=None, flow_limit=20, max_idle=1000.0)
+    deleted = []
+    dp.flow_deleted = deleted.append
+    flows = [dp.flow_put(key(n), MASK, (), now=float(n)) for n in range(20)]
+    flows[0].used = 100.0                     # recently used: must survive
+    dp.flow_put(key(99), MASK, (), now=50.0)
+    assert len(dp.flow_dump()) <= 20
+    assert flows[0].alive and not flows[1].alive
+    assert dp.stats()['evicted'] == len(deleted) >= 1
+
+
+def test_idle_megaflows_expire_and_are_reported():
+    dp = Datapath('t', upcall=None, max_idle=10.0)
+    deleted = []
+    dp.flow_deleted = deleted.append
+    old = dp.flow_put(key(1), MASK, (), now=0.0)
+    fresh = dp.flow_put(key(2), MASK, (), now=8.0)
+    dp.run_periodic(now=12.0)
+    assert deleted == [old] and fresh.alive
+
+
+def test_replacing_a_megaflow_reports_the_old_one():
+    dp = Datapath('t', upcall=None)
+    deleted = []
+    dp.flow_deleted = deleted.append
+    first = dp.flow_put(key(1), MASK, (('output', 1),), now=0.0)
+    second = dp.flow_put(key(1), MASK, (('output', 2),), now=0.0)
+    assert deleted == [first] and dp.flow_dump() == [second]
+
+
+def test_miss_installs_megaflow_and_executes():
+    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), MASK))
+    dp.ports[2] = fake_port(2)
+    packet = bytes(10) + bytes(60)
+    dp.handle_miss(memoryview(packet), key(5), now=1.0)
+    (flow,) = dp.flow_dump()
+    assert flow.packets == 1 and flow.bytes == 60
+    assert dp.ports[2].sent == [packet]
+    assert dp.stats()['missed'] == 1
+
+
+def test_uncacheable_translation_executes_without_installing():
+    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), None))
+    dp.ports[2] = fake_port(2)
+    dp.handle_miss(memoryview(bytes(70)), key(5), now=1.0)
+    assert dp.flow_dump() == [] and len(dp.ports[2].sent) == 1
+
+
+def test_failing_upcall_is_counted_lost_not_raised():
+    def broken(packet, k):
+        raise RuntimeError('slow path bug')
+    dp = Datapath('t', upcall=broken)
+    dp.handle_miss(memoryview(bytes(70)), key(5), now=1.0)
+    assert dp.stats()['lost'] == 1
+
+
+def test_deleting_a_port_deletes_its_megaflows():
+    dp = Datapath('t', upcall=None)
+    dp.ports[1] = SimpleNamespace(port_no=1, close=lambda: None)
+    dp.ports[2] = SimpleNamespace(port_no=2, close=lambda: None)
+    from_1 = dp.flow_put(key(1, port=1), MASK, (('output', 2),))
+    to_1 = dp.flow_put(key(2, port=2), MASK, (('output', 1),))
+    other = dp.flow_put(key(3, port=2), MASK, (('output', 3),))
+    dp.del_port(1)
+    assert not from_1.alive and not to_1.alive and other.alive

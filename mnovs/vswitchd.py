@@ -224,8 +224,13 @@ class VSwitchd:
         next_tick = time.monotonic() + HOUSEKEEPING_INTERVAL
         while self.running:
             timeout = max(0.0, next_tick - time.monotonic())
-            for key, _ in self.selector.select(timeout):
-                key.data()
+            ready = self.selector.select(timeout)
+            registered = self.selector.get_map()
+            for key, _ in ready:
+                # An earlier callback of this batch may have closed this one's
+                # socket (a port deleted by a netlink event): skip it.
+                if registered.get(key.fd) is key:
+                    key.data()
             now = time.monotonic()
             if now >= next_tick:
                 self.dp.run_periodic(now)

@@ -7,10 +7,15 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('pop_vlan',)                       remove the outermost tag
     ('set_masked', field, value, mask)  new = old & ~mask | value & mask
     ('userspace', userdata)             dp.userspace(packet, userdata)
+    ('push_mpls', ethertype, lse)       insert an MPLS label stack entry
+    ('pop_mpls', ethertype)             remove the top label stack entry
+    ('meter', meter_id)                 dp.meters.apply(...); a drop ends the list
 
 validate_actions() checks their shape once, before a flow is installed;
-execute() then trusts it (an unvalidated action may raise). Dispatch is a dict from action name to a small
-exec_* function; set_masked dispatches again through a dict of fields.
+execute() then trusts it (an unvalidated action may raise). Dispatch is a
+dict from action name to a small exec_* function; set_masked dispatches again
+through a dict of fields. An exec_* function returns None to go on, or a
+truthy verdict that ends the list: _METER_DROP, or _SOFTWARE_OFFLOAD (below).
 
 A packet is the 10-byte virtio_net_hdr followed by the Ethernet frame (see
 offload.py). It may alias a receive buffer that is reused after execute()
@@ -35,34 +40,76 @@ returns, so execute() never writes to it and keeps no reference to it:
   of 0 means "none" and stays 0. SCTP's CRC32c covers no pseudo-header and
   does not update incrementally: a port change recomputes it (table-driven,
   ~0.1 us per byte in Python; port rewriting of SCTP is rare).
+- MPLS frames leave plain. push_mpls inserts the label stack entry after
+  the MAC addresses and any VLAN tags (as OVS does) and sets the Ethertype
+  before it; pop_mpls removes the top entry and writes the Ethertype it is
+  given; set_masked on mpls_lse rewrites the top entry (label, TC, BoS, TTL).
+  The kernel cannot segment an MPLS GSO frame sent from a packet socket:
+  mpls_gso_segment() needs the skb's inner protocol and inner header offset,
+  which only the kernel's own MPLS encapsulations set and a virtio_net_hdr
+  cannot carry. Measured on kernel 6.18 over veth: send() of an MPLS TSO
+  frame fails with ENOMEM; an MPLS frame with only F_NEEDS_CSUM goes through
+  and reaches the peer still partial. So push_mpls on a packet with offload
+  work pending (F_NEEDS_CSUM or a GSO type) returns _SOFTWARE_OFFLOAD:
+  execute() has offload.segment() finish the packet in software (segment()
+  still sees the IP header) and runs the push and the rest of the list on
+  each frame, under a zeroed vnet header.
+  A partial checksum alone would pass, but one rule, "an MPLS frame we send
+  has no offload work left", keeps every receiver and capture (a datapath
+  without vnet headers, tshark) correct and keeps offsets out of label stacks.
+  pop_mpls of the bottom label keeps the offloads and moves the offsets as
+  pop_vlan does (a host's MPLS encapsulation can deliver GSO frames): the
+  result is IP again, which the kernel handles. A pop that leaves a label
+  with offload work pending goes the software way; segment() cannot see
+  through a label to cut a GSO frame, so that one is dropped, counted
+  'mpls-offload' in dp.drops.
+- Meters. ('meter', id) runs the packet through dp.meters (meter.py, token
+  buckets) with its frame length; a GSO frame counts as the wire packets it
+  will become. A band that drops ends the action list, counted 'meter' in
+  dp.drops (OVS's datapath_drop_meter). An unknown meter passes, as in OVS.
 - Malformed frames never raise. Every setter locates its header with
   offload.frame_layout and checks bounds before writing; on a truncated
   frame, or one without the field (tp_src on ARP), the action does nothing.
 
-Fields: eth_src, eth_dst, vlan_tci (outer tag present), nw_src/nw_dst (IPv4,
-or the ARP spa/tpa of an Ethernet/IPv4 ARP frame), nw_tos, nw_ttl (IPv4 or
-IPv6 traffic class/hop limit), ipv6_src, ipv6_dst, ipv6_label, tp_src, tp_dst
-(TCP, UDP, SCTP), arp_op, arp_sha, arp_tha. An IPv6 routing header is not
+Fields: eth_src, eth_dst, vlan_tci (outer tag present), mpls_lse (top
+entry), nw_src/nw_dst (IPv4, or the ARP spa/tpa of an Ethernet/IPv4 ARP
+frame), nw_tos, nw_ttl (IPv4 or IPv6 traffic class/hop limit), ipv6_src,
+ipv6_dst, ipv6_label, tp_src, tp_dst (TCP, UDP, SCTP), arp_op, arp_sha,
+arp_tha. An IPv6 routing header is not
 consulted: the pseudo-header is taken to hold ipv6_dst.
 
 Cost: an output-only list costs one dict lookup per action and no copy. A
 modifying action costs one copy of the packet (up to 64 KB for a GSO frame,
-a few us) plus a header walk and a few int operations per set_masked.
+a few us) plus a header walk and a few int operations per set_masked. The
+verdict check costs about 10 ns per list. A meter costs about 0.35 us (see
+meter.py). MPLS on a plain frame costs one 4-byte insert or delete (the
+copy included, about 0.3 us); on a TCP GSO frame it costs
+software segmentation (about 0.2 ms per 64 KB, see offload.py), which caps
+labelled TCP at a few Gbit/s instead of the kernel's speed.
 """
 
 import struct
+from time import monotonic
 
 from mnovs.dp.offload import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
-    VNET_HDR, VNET_HDR_LEN, csum_finish, frame_layout)
+    VNET_HDR, VNET_HDR_LEN, csum_finish, frame_layout, segment)
 
 ETH = VNET_HDR_LEN                  # offset of the Ethernet frame in a packet
 _U16 = struct.Struct('!H')
+_U32 = struct.Struct('!I')
 _CSUM_START = struct.Struct('<H')   # virtio_net_hdr.csum_start, at offset 6
+_GSO = struct.Struct('<HH')         # virtio_net_hdr.hdr_len, gso_size, at offset 2
 _VLAN_TAG = struct.Struct('!HH')    # TPID, TCI
 _ARP_ETH_IPV4 = bytes((0, 1, 8, 0, 6, 4))   # htype 1, ptype IPv4, hlen 6, plen 4
 _PUSH_TPIDS = (0x8100, 0x88A8)
+_MPLS_TYPES = (0x8847, 0x8848)      # unicast, multicast
+_PLAIN_VNET = bytes(VNET_HDR_LEN)   # no checksum or segmentation left to do
+
+# Verdicts an exec_* function returns to end the action list.
+_METER_DROP = 1
+_SOFTWARE_OFFLOAD = 2
 
 # --- the actions -----------------------------------------------------------
 
@@ -76,13 +123,38 @@ def execute(dp, packet, actions):
         packet: bytes, bytearray or memoryview: vnet header + frame. Never
             modified and not referenced after return.
         actions: a tuple that passed validate_actions(); () drops.
+
+    Side effects:
+        dp.drops[reason] counts the 'meter' and 'mpls-offload' drops; dp.meters
+        is used by the meter action only.
     """
     pkt = packet
-    for action in actions:
+    todo = iter(actions)
+    for action in todo:
         run, modifies, _ = _ACTIONS[action[0]]
         if modifies and pkt is packet:
             pkt = bytearray(packet)
-        run(dp, pkt, action)
+        verdict = run(dp, pkt, action)
+        if verdict:
+            if verdict == _SOFTWARE_OFFLOAD:
+                _execute_segments(dp, pkt, (action,) + tuple(todo))
+            else:
+                _count_drop(dp, 'meter')
+            return
+
+
+def _execute_segments(dp, pkt, actions):
+    """Finish pkt's offloads in software, then run actions on each frame."""
+    frames = segment(pkt)
+    if not frames:
+        _count_drop(dp, 'mpls-offload')
+    for frame in frames:
+        execute(dp, _PLAIN_VNET + frame, actions)
+
+
+def _count_drop(dp, reason):
+    drops = dp.drops
+    drops[reason] = drops.get(reason, 0) + 1
 
 
 def exec_output(dp, pkt, action):
@@ -107,6 +179,44 @@ def exec_pop_vlan(dp, pkt, action):
     _shift_vnet(pkt, -4)
 
 
+def exec_push_mpls(dp, pkt, action):
+    if pkt[0] & F_NEEDS_CSUM or pkt[1]:
+        return _SOFTWARE_OFFLOAD
+    at = _eth_type_at(pkt)
+    if at:
+        pkt[at + 2:at + 2] = _U32.pack(action[2])
+        _U16.pack_into(pkt, at, action[1])
+    return None
+
+
+def exec_pop_mpls(dp, pkt, action):
+    at = _eth_type_at(pkt)
+    if not at or len(pkt) < at + 6 or (pkt[at] << 8 | pkt[at + 1]) not in _MPLS_TYPES:
+        return None
+    offloads = pkt[0] & F_NEEDS_CSUM or pkt[1]
+    bottom = pkt[at + 4] & 1        # the BoS bit, bit 8 of the entry
+    if offloads and (action[1] in _MPLS_TYPES or not bottom):
+        return _SOFTWARE_OFFLOAD
+    del pkt[at + 2:at + 6]
+    _U16.pack_into(pkt, at, action[1])
+    if offloads:
+        _shift_vnet(pkt, -4)
+    return None
+
+
+def exec_meter(dp, pkt, action):
+    length = len(pkt) - ETH
+    packets = 1
+    if pkt[1]:                      # GSO: count the segments it will become
+        hdr_len, gso_size = _GSO.unpack_from(pkt, 2)
+        if gso_size:
+            payload = length - hdr_len if 0 < hdr_len < length else length
+            packets = -(-payload // gso_size)
+    if dp.meters.apply(action[1], length, monotonic(), packets):
+        return None
+    return _METER_DROP
+
+
 def exec_set_masked(dp, pkt, action):
     _, field, value, mask = action
     _, setter, arg = _FIELDS[field]
@@ -121,6 +231,17 @@ def _shift_vnet(pkt, delta):
     if hdr_len >= 12:
         hdr_len = max(hdr_len + delta, 12)
     VNET_HDR.pack_into(pkt, 0, flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def _eth_type_at(pkt):
+    """Return the offset of the Ethertype after any VLAN tags; 0 if truncated."""
+    at = ETH + 12
+    end = len(pkt) - 2
+    while at <= end:
+        if (pkt[at] << 8 | pkt[at + 1]) not in VLAN_TPIDS:
+            return at
+        at += 4
+    return 0
 
 
 # --- set_masked, one setter per kind of field ------------------------------
@@ -143,6 +264,12 @@ def set_eth(pkt, at, value, mask):
 def set_vlan_tci(pkt, _, value, mask):
     if len(pkt) >= ETH + 18 and (pkt[ETH + 12] << 8 | pkt[ETH + 13]) in VLAN_TPIDS:
         _put(pkt, ETH + 14, 2, value, mask)
+
+
+def set_mpls_lse(pkt, _, value, mask):
+    at = _eth_type_at(pkt)
+    if at and len(pkt) >= at + 6 and (pkt[at] << 8 | pkt[at + 1]) in _MPLS_TYPES:
+        _put(pkt, at + 2, 4, value, mask)
 
 
 def set_arp(pkt, at_width, value, mask):
@@ -305,6 +432,9 @@ _ACTIONS = {
     'pop_vlan': (exec_pop_vlan, True, 1),
     'set_masked': (exec_set_masked, True, 4),
     'userspace': (exec_userspace, False, 2),
+    'push_mpls': (exec_push_mpls, True, 3),
+    'pop_mpls': (exec_pop_mpls, True, 2),
+    'meter': (exec_meter, False, 2),
 }
 
 # field: (width in bytes, setter, setter's constant)
@@ -312,6 +442,7 @@ _FIELDS = {
     'eth_dst': (6, set_eth, 0),
     'eth_src': (6, set_eth, 6),
     'vlan_tci': (2, set_vlan_tci, None),
+    'mpls_lse': (4, set_mpls_lse, None),
     'nw_src': (4, set_nw_addr, (12, 14)),      # IPv4 offset, ARP spa offset
     'nw_dst': (4, set_nw_addr, (16, 24)),      # IPv4 offset, ARP tpa offset
     'nw_tos': (1, set_nw_tos, None),
@@ -325,6 +456,7 @@ _FIELDS = {
     'arp_sha': (6, set_arp, (8, 6)),
     'arp_tha': (6, set_arp, (18, 6)),
 }
+
 
 def validate_actions(actions):
     """Check that odp actions are well formed before a flow is installed.
@@ -351,6 +483,14 @@ def validate_actions(actions):
             _check_uint(action[2], 16, 'push_vlan tci')
         elif name == 'set_masked':
             _check_set_masked(*action[1:])
+        elif name == 'push_mpls':
+            if action[1] not in _MPLS_TYPES:
+                raise ValueError(f'push_mpls ethertype must be 0x8847 or 0x8848: {action[1]!r}')
+            _check_uint(action[2], 32, 'push_mpls lse')
+        elif name == 'pop_mpls':
+            _check_uint(action[1], 16, 'pop_mpls ethertype')
+        elif name == 'meter':
+            _check_uint(action[1], 32, 'meter id')
         elif name == 'userspace' and not isinstance(action[1], bytes):
             raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
 

@@ -19,23 +19,25 @@ Megaflows carry stats (packets, bytes, last used, TCP flags), expire after
 `max_idle` seconds without traffic (OVS's default is 10 s), and are bounded
 by `flow_limit`: at the limit the least recently used tenth is evicted.
 
-Cost per packet on a hit: one recvmsg_into, flow_extract, one dict lookup in
-the EMC, four counter updates, one send per output port. A flow whose actions
+Cost per packet on a hit: no receive system call (frames arrive in a
+PACKET_MMAP ring, see netdev.py), flow_extract, one dict lookup in the EMC,
+a few counter updates, one send per output port. A flow whose actions
 are only outputs keeps the Port objects ready (`Megaflow.fast_outs`) and skips
-the generic action interpreter. The receive buffer is reused for every frame:
-nothing keeps a reference to it after the frame is handled.
+the generic action interpreter. A packet is a view into its
+ring slot, which goes back to the kernel as soon as the packet is handled:
+nothing may keep a reference to it (copy with bytes() to keep it).
 """
 
 import logging
-import socket
 import time
 
 from mnovs.dp import actions as odp_actions
 from mnovs.dp.classifier import Classifier, Megaflow
 from mnovs.dp.emc import MicroflowCache
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract
-from mnovs.dp.netdev import (ANC_BUFSIZE, RX_BUF_SIZE, TP_STATUS_VLAN_VALID,
-                             TRANSIENT_ERRNOS, Port, restore_vlan_tag)
+from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KERNEL,
+                             TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
+                             TPACKET2_HDR, Port, restore_vlan_tag)
 from mnovs.dp.offload import VNET_HDR_LEN
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 RX_BATCH = 64            # frames read from one port before looking at others
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
-MSG_TRUNC = socket.MSG_TRUNC
 
 
 class Datapath:
@@ -72,8 +73,6 @@ class Datapath:
         self.ports = {}                     # port_no -> Port
         self.classifier = Classifier(KEY_LEN)
         self.emc = MicroflowCache(emc_size)
-        self.rx_buf = bytearray(RX_BUF_SIZE)
-        self.rx_view = memoryview(self.rx_buf)
         self.n_hit = self.n_missed = self.n_lost = 0
         self.n_megaflow_hit = 0             # hits that missed the EMC
         self.n_evicted = 0                  # megaflows dropped at flow_limit
@@ -176,69 +175,76 @@ class Datapath:
         return self.flow_del_if(lambda flow: flow.used < limit)
 
     def run_periodic(self, now):
-        """Housekeeping, about once a second: idle expiry, mask order."""
+        """Housekeeping, about once a second: idle expiry, mask order, ring drops."""
         self.expire(now)
         self.classifier.rebalance()
+        for port in self.ports.values():
+            drops = port.kernel_drops()
+            if drops:
+                port.rx_dropped += drops
+                self._count_drop('rx-ring-full', drops)
 
     # --- packets -----------------------------------------------------------
 
     def port_input(self, port):
-        """Read and handle up to RX_BATCH frames from `port` (dp_netdev_input)."""
-        buf = self.rx_buf
-        view = self.rx_view
-        bufs = [buf]
-        recvmsg_into = port.sock.recvmsg_into
+        """Handle up to RX_BATCH frames waiting in `port`'s ring (dp_netdev_input)."""
+        ring = port.ring_view
+        slot = port.rx_slot
         emc_get = self.emc.table.get
         port_no = port.port_no
         now = time.monotonic()
         for _ in range(RX_BATCH):
-            try:
-                n, ancdata, msg_flags, _ = recvmsg_into(bufs, ANC_BUFSIZE)
-            except BlockingIOError:
-                return
-            except OSError as err:
-                # ENETDOWN and friends: the link went down under us.
-                if err.errno not in TRANSIENT_ERRNOS:
-                    log.warning('%s: receive on %s failed: %s', self.name, port.name, err)
-                port.rx_errors += 1
-                return
-            if msg_flags & MSG_TRUNC:
+            base = slot * RING_FRAME_SIZE
+            status, length, snaplen, mac, _, _, _, tci, tpid = TPACKET2_HDR.unpack_from(ring, base)
+            if not status & TP_STATUS_USER:
+                break
+            start = base + mac - VNET_HDR_LEN
+            end = base + mac + snaplen
+            if snaplen < length:
                 port.rx_dropped += 1
                 self._count_drop('rx-truncated', 1)
-                continue
-            # The auxdata's first byte holds TP_STATUS_VLAN_VALID: test it
-            # inline, as every frame carries auxdata and few carry a tag.
-            if ancdata and ancdata[0][2][0] & TP_STATUS_VLAN_VALID:
-                n = restore_vlan_tag(buf, n, ancdata)
-            port.rx_packets += 1
-            port.rx_bytes += n - VNET_HDR_LEN
-            key, error = flow_extract(view[VNET_HDR_LEN:n], port_no)
-            if error is not None:
-                self.malformed[error] = self.malformed.get(error, 0) + 1
-                if key is None:
-                    port.rx_dropped += 1
-                    self._count_drop(error, 1)
-                    continue
-            flow = emc_get(key)
-            if flow is None or not flow.alive:
-                flow = self.classifier.lookup(key)
-                if flow is None:
-                    self.handle_miss(view[:n], key, now)
-                    continue
-                self.n_megaflow_hit += 1
-                self.emc.insert(key, flow)
-            self.n_hit += 1
-            flow.packets += 1
-            flow.bytes += n - VNET_HDR_LEN
-            flow.used = now
-            flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
-            outs = flow.fast_outs
-            if outs is not None:
-                packet = view[:n]
-                for out in outs:
-                    out.send(packet)
             else:
-                odp_actions.execute(self, view[:n], flow.actions)
+                if status & TP_STATUS_VLAN_VALID:
+                    start = restore_vlan_tag(ring, start, tci, tpid
+                                             if status & TP_STATUS_VLAN_TPID_VALID else 0)
+                self._input(port, port_no, ring[start:end], emc_get, now)
+            STATUS.pack_into(ring, base, TP_STATUS_KERNEL)     # hand the slot back
+            slot += 1
+            if slot == RING_FRAMES:
+                slot = 0
+        port.rx_slot = slot
+
+    def _input(self, port, port_no, packet, emc_get, now):
+        """One packet (vnet header + frame, a view into the ring) through the caches."""
+        size = len(packet) - VNET_HDR_LEN
+        port.rx_packets += 1
+        port.rx_bytes += size
+        key, error = flow_extract(packet[VNET_HDR_LEN:], port_no)
+        if error is not None:
+            self.malformed[error] = self.malformed.get(error, 0) + 1
+            if key is None:
+                port.rx_dropped += 1
+                self._count_drop(error, 1)
+                return
+        flow = emc_get(key)
+        if flow is None or not flow.alive:
+            flow = self.classifier.lookup(key)
+            if flow is None:
+                self.handle_miss(packet, key, now)
+                return
+            self.n_megaflow_hit += 1
+            self.emc.insert(key, flow)
+        self.n_hit += 1
+        flow.packets += 1
+        flow.bytes += size
+        flow.used = now
+        flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+        outs = flow.fast_outs
+        if outs is not None:
+            for out in outs:
+                out.send(packet)
+        else:
+            odp_actions.execute(self, packet, flow.actions)
 
     def handle_miss(self, packet, key, now):
         """Upcall to the slow path, install its megaflow, execute its actions."""

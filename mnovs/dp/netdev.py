@@ -11,39 +11,57 @@ the kernel:
   (gso_type/gso_size). Writing the same header back on another port makes the
   kernel do that work after us, so the switch never touches payload bytes.
 - PACKET_IGNORE_OUTGOING: a port does not read back what it transmits.
-- PACKET_AUXDATA: the kernel strips the outer 802.1Q tag into metadata before
-  any packet tap sees the frame. The tag comes back to us as ancillary data
-  and `Port.recv` puts it back into the frame, so that everything above sees
-  frames exactly as they were on the wire.
+- PACKET_RX_RING (TPACKET_V2, "PACKET_MMAP"): the kernel writes received
+  frames into a ring of slots shared with us, so receiving costs no system
+  call: the datapath walks the slots whose status says TP_STATUS_USER and
+  hands each back (TP_STATUS_KERNEL) when done. A slot holds a whole 64 KB
+  GSO frame; pages of a slot are only touched (and resident) as far as the
+  frames written into it reach.
+- VLAN tags: the kernel strips the outer 802.1Q tag into metadata before any
+  packet tap sees the frame. The slot header carries it (tp_vlan_tci) and
+  `restore_vlan_tag` puts it back into the frame, in place, using headroom
+  reserved in front of the slot's data (PACKET_RESERVE), so that everything
+  above sees frames exactly as they were on the wire.
 
 A Port keeps the counters that `dpctl/show` prints. It is a long-lived object;
 the per-packet work is in datapath.py.
 """
 
 import errno
+import mmap
 import socket
 import struct
 
 from mnovs.dp.offload import VNET_HDR, VNET_HDR_LEN
 
 SOL_PACKET = 263
-PACKET_AUXDATA = 8
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_RESERVE = 12
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
+TPACKET_V2 = 1
 ETH_P_ALL = 0x0003
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 0x1
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
-SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 
-# struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid.
-AUXDATA = struct.Struct('=IIIHHHH')
-assert AUXDATA.size == 20
-ANC_BUFSIZE = socket.CMSG_SPACE(AUXDATA.size)
+# struct tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec,
+# vlan_tci, vlan_tpid, padding.
+TPACKET2_HDR = struct.Struct('=IIIHHIIHH4x')
+assert TPACKET2_HDR.size == 32
+STATUS = struct.Struct('=I')
+TPACKET_REQ = struct.Struct('=IIII')     # block_size, block_nr, frame_size, frame_nr
+TPACKET_STATS = struct.Struct('=II')     # packets, drops
 
-# Largest frame read: a 64 KB GSO frame plus headers, plus room for a tag we
-# re-insert. A read that still does not fit is truncated and counted.
-RX_BUF_SIZE = VNET_HDR_LEN + 65536 + 256
+# A ring slot holds the slot header, headroom, the vnet header and a 64 KB
+# GSO frame; a frame that still does not fit arrives truncated and is counted.
+RING_FRAME_SIZE = 65536 + 4096          # 17 pages
+RING_FRAMES = 128
+RESERVE = 16                             # headroom to re-insert a VLAN tag
 
 VLAN_TAG = struct.Struct('!HH')
 
@@ -57,7 +75,7 @@ TRANSIENT_ERRNOS = frozenset((errno.ENETDOWN, errno.ENXIO, errno.ENOBUFS,
 class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
-    __slots__ = ('port_no', 'name', 'sock', 'fd', 'up',
+    __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'rx_slot',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 
@@ -65,12 +83,27 @@ class Port:
         self.port_no = port_no
         self.name = name
         self.sock = open_packet_socket(name, sock_buf)
+        try:
+            self.ring = mmap.mmap(self.sock.fileno(), RING_FRAME_SIZE * RING_FRAMES,
+                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            self.sock.close()
+            raise
+        self.ring_view = memoryview(self.ring)
+        self.rx_slot = 0                 # next ring slot to look at
         self.fd = self.sock.fileno()
         self.up = True
         self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
         self.tx_packets = self.tx_bytes = self.tx_dropped = 0
 
+    def kernel_drops(self):
+        """Frames the kernel dropped because the ring was full, since last asked."""
+        stats = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS.size)
+        return TPACKET_STATS.unpack(stats)[1]
+
     def close(self):
+        self.ring_view.release()
+        self.ring.close()
         self.sock.close()
 
     def send(self, packet):
@@ -94,10 +127,13 @@ def open_packet_socket(ifname, sock_buf):
     # between socket() and bind().
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
+        # The vnet header option must come before the ring is set up.
         sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, sock_buf)
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        sock.setsockopt(SOL_PACKET, PACKET_RESERVE, RESERVE)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(
+            RING_FRAME_SIZE, RING_FRAMES, RING_FRAME_SIZE, RING_FRAMES))
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, sock_buf)
         sock.bind((ifname, ETH_P_ALL))
         sock.setblocking(False)
@@ -107,35 +143,26 @@ def open_packet_socket(ifname, sock_buf):
     return sock
 
 
-def restore_vlan_tag(buf, n, ancdata):
-    """Re-insert the outer VLAN tag the kernel moved into PACKET_AUXDATA.
+def restore_vlan_tag(ring, start, tci, tpid):
+    """Re-insert the outer VLAN tag the kernel moved into the slot header.
+
+    The vnet header and the MAC addresses move 4 bytes towards the slot's
+    headroom, and the tag goes where they were; the payload stays put.
 
     Args:
-        buf: the receive bytearray holding vnet header + frame.
-        n: bytes used in buf.
-        ancdata: the ancillary data list from recvmsg_into.
+        ring: the ring's memoryview.
+        start: offset of the packet (vnet header) in the ring.
+        tci, tpid: the tag from the slot header (tpid 0: 0x8100).
     Returns:
-        The new length of the packet in buf (n, or n + 4 with a tag put back).
+        The new offset of the packet, start - 4.
     """
-    for level, kind, data in ancdata:
-        if level != SOL_PACKET or kind != PACKET_AUXDATA or len(data) < AUXDATA.size:
-            continue
-        status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
-        if not status & TP_STATUS_VLAN_VALID or n + 4 > len(buf):
-            return n
-        if not status & TP_STATUS_VLAN_TPID_VALID or not tpid:
-            tpid = 0x8100
-        tag_at = VNET_HDR_LEN + 12
-        buf[tag_at + 4:n + 4] = buf[tag_at:n]
-        VLAN_TAG.pack_into(buf, tag_at, tpid, tci)
-        flags, gso_type, hdr_len, gso_size, csum_start, csum_off = \
-            VNET_HDR.unpack_from(buf)
-        if flags or gso_type:
-            # Offsets in the vnet header count from the frame start; they
-            # move with the bytes after the tag.
-            VNET_HDR.pack_into(buf, 0, flags, gso_type,
-                               hdr_len + 4 if hdr_len else 0, gso_size,
-                               csum_start + 4 if flags else csum_start,
-                               csum_off)
-        return n + 4
-    return n
+    head = start - 4
+    ring[head:head + VNET_HDR_LEN + 12] = bytes(ring[start:start + VNET_HDR_LEN + 12])
+    VLAN_TAG.pack_into(ring, head + VNET_HDR_LEN + 12, tpid or 0x8100, tci)
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_off = VNET_HDR.unpack_from(ring, head)
+    if flags or gso_type:
+        # Offsets in the vnet header count from the frame start; they move
+        # with the bytes after the tag.
+        VNET_HDR.pack_into(ring, head, flags, gso_type, hdr_len + 4 if hdr_len else 0,
+                           gso_size, csum_start + 4 if flags else csum_start, csum_off)
+    return head

@@ -1,0 +1,561 @@
+"""OpenFlow 1.3 constants, the message header and OFPError (spec 1.3.5, ofp_*).
+
+Everything else in the codec (oxm.py, ofp_actions.py, codec.py, multipart.py)
+and every part of the agent that rejects input imports its numbers from here,
+spelled as in the spec's openflow.h: OFPT_*, OFPET_* and the per-type error
+codes, OFPP_* ports, OFPFC_* flow-mod commands, and so on.  Names are plain
+module-level assignments, so each one has a definition to grep.
+
+Every message starts with this header (all OpenFlow integers are big-endian):
+
+     0               1               2               3
+     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+    +---------------+---------------+-------------------------------+
+    |    version    |     type      |            length             |
+    +---------------+---------------+-------------------------------+
+    |                              xid                              |
+    +---------------------------------------------------------------+
+
+`length` counts the whole message, header included, so 8 <= length <= 65535.
+
+Errors: whoever rejects input raises OFPError(type, code[, data]).  The
+connection layer turns it into an OFPT_ERROR reply carrying the same xid as
+the offending request and its first 64 bytes (OFP_ERROR_DATA_MAX), as the
+spec asks for most error types.
+"""
+
+import struct
+
+OFP_VERSION = 0x04
+OFP_TCP_PORT = 6653
+
+OFP_HEADER = struct.Struct('!BBHI')         # version, type, length, xid
+OFP_HEADER_SIZE = 8
+assert OFP_HEADER.size == OFP_HEADER_SIZE
+OFP_MAX_MESSAGE_LEN = 0xffff                # the header's length is 16 bits
+OFP_ERROR_DATA_MAX = 64                     # bytes of a bad request echoed back
+
+
+class OFPError(Exception):
+    """A request the switch rejects: sent back as OFPT_ERROR (type, code, data).
+
+    Args:
+        type: an OFPET_* value.
+        code: the code within that type (OFPBRC_*, OFPBMC_*, ...).
+        data: the offending message, or its start; at most 64 bytes are kept.
+    Decode also sets `xid` (the offending message's xid) when it knows it.
+    """
+
+    def __init__(self, type, code, data=None):
+        super().__init__(type, code)
+        self.type = type
+        self.code = code
+        self.data = None if data is None else bytes(data[:OFP_ERROR_DATA_MAX])
+        self.xid = None
+
+    def __str__(self):
+        return (f'OFPError(type={ERROR_TYPE_NAMES.get(self.type, self.type)}, '
+                f'code={self.code})')
+
+
+# enum ofp_type
+OFPT_HELLO = 0
+OFPT_ERROR = 1
+OFPT_ECHO_REQUEST = 2
+OFPT_ECHO_REPLY = 3
+OFPT_EXPERIMENTER = 4
+OFPT_FEATURES_REQUEST = 5
+OFPT_FEATURES_REPLY = 6
+OFPT_GET_CONFIG_REQUEST = 7
+OFPT_GET_CONFIG_REPLY = 8
+OFPT_SET_CONFIG = 9
+OFPT_PACKET_IN = 10
+OFPT_FLOW_REMOVED = 11
+OFPT_PORT_STATUS = 12
+OFPT_PACKET_OUT = 13
+OFPT_FLOW_MOD = 14
+OFPT_GROUP_MOD = 15
+OFPT_PORT_MOD = 16
+OFPT_TABLE_MOD = 17
+OFPT_MULTIPART_REQUEST = 18
+OFPT_MULTIPART_REPLY = 19
+OFPT_BARRIER_REQUEST = 20
+OFPT_BARRIER_REPLY = 21
+OFPT_QUEUE_GET_CONFIG_REQUEST = 22
+OFPT_QUEUE_GET_CONFIG_REPLY = 23
+OFPT_ROLE_REQUEST = 24
+OFPT_ROLE_REPLY = 25
+OFPT_GET_ASYNC_REQUEST = 26
+OFPT_GET_ASYNC_REPLY = 27
+OFPT_SET_ASYNC = 28
+OFPT_METER_MOD = 29
+
+# enum ofp_hello_elem_type
+OFPHET_VERSIONBITMAP = 1
+
+# enum ofp_port_no
+OFPP_MAX = 0xffffff00
+OFPP_IN_PORT = 0xfffffff8
+OFPP_TABLE = 0xfffffff9
+OFPP_NORMAL = 0xfffffffa
+OFPP_FLOOD = 0xfffffffb
+OFPP_ALL = 0xfffffffc
+OFPP_CONTROLLER = 0xfffffffd
+OFPP_LOCAL = 0xfffffffe
+OFPP_ANY = 0xffffffff
+
+# enum ofp_port_config
+OFPPC_PORT_DOWN = 1 << 0
+OFPPC_NO_RECV = 1 << 2
+OFPPC_NO_FWD = 1 << 5
+OFPPC_NO_PACKET_IN = 1 << 6
+
+# enum ofp_port_state
+OFPPS_LINK_DOWN = 1 << 0
+OFPPS_BLOCKED = 1 << 1
+OFPPS_LIVE = 1 << 2
+
+# enum ofp_port_features
+OFPPF_10MB_HD = 1 << 0
+OFPPF_10MB_FD = 1 << 1
+OFPPF_100MB_HD = 1 << 2
+OFPPF_100MB_FD = 1 << 3
+OFPPF_1GB_HD = 1 << 4
+OFPPF_1GB_FD = 1 << 5
+OFPPF_10GB_FD = 1 << 6
+OFPPF_40GB_FD = 1 << 7
+OFPPF_100GB_FD = 1 << 8
+OFPPF_1TB_FD = 1 << 9
+OFPPF_OTHER = 1 << 10
+OFPPF_COPPER = 1 << 11
+OFPPF_FIBER = 1 << 12
+OFPPF_AUTONEG = 1 << 13
+OFPPF_PAUSE = 1 << 14
+OFPPF_PAUSE_ASYM = 1 << 15
+
+OFP_MAX_PORT_NAME_LEN = 16
+OFP_ETH_ALEN = 6
+
+# enum ofp_port_reason
+OFPPR_ADD = 0
+OFPPR_DELETE = 1
+OFPPR_MODIFY = 2
+
+# Queues
+OFPQ_ALL = 0xffffffff
+OFPQ_MIN_RATE_UNCFG = 0xffff
+OFPQ_MAX_RATE_UNCFG = 0xffff
+OFPQT_MIN_RATE = 1
+OFPQT_MAX_RATE = 2
+OFPQT_EXPERIMENTER = 0xffff
+
+# enum ofp_match_type
+OFPMT_STANDARD = 0
+OFPMT_OXM = 1
+
+# enum ofp_oxm_class
+OFPXMC_NXM_0 = 0x0000
+OFPXMC_NXM_1 = 0x0001
+OFPXMC_OPENFLOW_BASIC = 0x8000
+OFPXMC_EXPERIMENTER = 0xffff
+
+# enum oxm_ofb_match_fields
+OFPXMT_OFB_IN_PORT = 0
+OFPXMT_OFB_IN_PHY_PORT = 1
+OFPXMT_OFB_METADATA = 2
+OFPXMT_OFB_ETH_DST = 3
+OFPXMT_OFB_ETH_SRC = 4
+OFPXMT_OFB_ETH_TYPE = 5
+OFPXMT_OFB_VLAN_VID = 6
+OFPXMT_OFB_VLAN_PCP = 7
+OFPXMT_OFB_IP_DSCP = 8
+OFPXMT_OFB_IP_ECN = 9
+OFPXMT_OFB_IP_PROTO = 10
+OFPXMT_OFB_IPV4_SRC = 11
+OFPXMT_OFB_IPV4_DST = 12
+OFPXMT_OFB_TCP_SRC = 13
+OFPXMT_OFB_TCP_DST = 14
+OFPXMT_OFB_UDP_SRC = 15
+OFPXMT_OFB_UDP_DST = 16
+OFPXMT_OFB_SCTP_SRC = 17
+OFPXMT_OFB_SCTP_DST = 18
+OFPXMT_OFB_ICMPV4_TYPE = 19
+OFPXMT_OFB_ICMPV4_CODE = 20
+OFPXMT_OFB_ARP_OP = 21
+OFPXMT_OFB_ARP_SPA = 22
+OFPXMT_OFB_ARP_TPA = 23
+OFPXMT_OFB_ARP_SHA = 24
+OFPXMT_OFB_ARP_THA = 25
+OFPXMT_OFB_IPV6_SRC = 26
+OFPXMT_OFB_IPV6_DST = 27
+OFPXMT_OFB_IPV6_FLABEL = 28
+OFPXMT_OFB_ICMPV6_TYPE = 29
+OFPXMT_OFB_ICMPV6_CODE = 30
+OFPXMT_OFB_IPV6_ND_TARGET = 31
+OFPXMT_OFB_IPV6_ND_SLL = 32
+OFPXMT_OFB_IPV6_ND_TLL = 33
+OFPXMT_OFB_MPLS_LABEL = 34
+OFPXMT_OFB_MPLS_TC = 35
+OFPXMT_OFB_MPLS_BOS = 36
+OFPXMT_OFB_PBB_ISID = 37
+OFPXMT_OFB_TUNNEL_ID = 38
+OFPXMT_OFB_IPV6_EXTHDR = 39
+
+# enum ofp_vlan_id
+OFPVID_PRESENT = 0x1000
+OFPVID_NONE = 0x0000
+
+# enum ofp_ipv6exthdr_flags
+OFPIEH_NONEXT = 1 << 0
+OFPIEH_ESP = 1 << 1
+OFPIEH_AUTH = 1 << 2
+OFPIEH_DEST = 1 << 3
+OFPIEH_FRAG = 1 << 4
+OFPIEH_ROUTER = 1 << 5
+OFPIEH_HOP = 1 << 6
+OFPIEH_UNREP = 1 << 7
+OFPIEH_UNSEQ = 1 << 8
+
+# enum ofp_instruction_type
+OFPIT_GOTO_TABLE = 1
+OFPIT_WRITE_METADATA = 2
+OFPIT_WRITE_ACTIONS = 3
+OFPIT_APPLY_ACTIONS = 4
+OFPIT_CLEAR_ACTIONS = 5
+OFPIT_METER = 6
+OFPIT_EXPERIMENTER = 0xffff
+
+# enum ofp_action_type
+OFPAT_OUTPUT = 0
+OFPAT_COPY_TTL_OUT = 11
+OFPAT_COPY_TTL_IN = 12
+OFPAT_SET_MPLS_TTL = 15
+OFPAT_DEC_MPLS_TTL = 16
+OFPAT_PUSH_VLAN = 17
+OFPAT_POP_VLAN = 18
+OFPAT_PUSH_MPLS = 19
+OFPAT_POP_MPLS = 20
+OFPAT_SET_QUEUE = 21
+OFPAT_GROUP = 22
+OFPAT_SET_NW_TTL = 23
+OFPAT_DEC_NW_TTL = 24
+OFPAT_SET_FIELD = 25
+OFPAT_PUSH_PBB = 26
+OFPAT_POP_PBB = 27
+OFPAT_EXPERIMENTER = 0xffff
+
+# enum ofp_controller_max_len
+OFPCML_MAX = 0xffe5
+OFPCML_NO_BUFFER = 0xffff
+OFP_NO_BUFFER = 0xffffffff
+
+# enum ofp_capabilities
+OFPC_FLOW_STATS = 1 << 0
+OFPC_TABLE_STATS = 1 << 1
+OFPC_PORT_STATS = 1 << 2
+OFPC_GROUP_STATS = 1 << 3
+OFPC_IP_REASM = 1 << 5
+OFPC_QUEUE_STATS = 1 << 6
+OFPC_PORT_BLOCKED = 1 << 8
+
+# enum ofp_config_flags
+OFPC_FRAG_NORMAL = 0
+OFPC_FRAG_DROP = 1
+OFPC_FRAG_REASM = 2
+OFPC_FRAG_MASK = 3
+OFP_DEFAULT_MISS_SEND_LEN = 128
+
+# enum ofp_table
+OFPTT_MAX = 0xfe
+OFPTT_ALL = 0xff
+OFPTC_DEPRECATED_MASK = 3
+OFP_MAX_TABLE_NAME_LEN = 32
+
+# enum ofp_flow_mod_command
+OFPFC_ADD = 0
+OFPFC_MODIFY = 1
+OFPFC_MODIFY_STRICT = 2
+OFPFC_DELETE = 3
+OFPFC_DELETE_STRICT = 4
+
+# enum ofp_flow_mod_flags
+OFPFF_SEND_FLOW_REM = 1 << 0
+OFPFF_CHECK_OVERLAP = 1 << 1
+OFPFF_RESET_COUNTS = 1 << 2
+OFPFF_NO_PKT_COUNTS = 1 << 3
+OFPFF_NO_BYT_COUNTS = 1 << 4
+OFPFF_ALL = 0x1f
+OFP_DEFAULT_PRIORITY = 0x8000
+OFP_FLOW_PERMANENT = 0
+
+# enum ofp_group
+OFPG_MAX = 0xffffff00
+OFPG_ALL = 0xfffffffc
+OFPG_ANY = 0xffffffff
+
+# enum ofp_group_mod_command
+OFPGC_ADD = 0
+OFPGC_MODIFY = 1
+OFPGC_DELETE = 2
+
+# enum ofp_group_type
+OFPGT_ALL = 0
+OFPGT_SELECT = 1
+OFPGT_INDIRECT = 2
+OFPGT_FF = 3
+
+# enum ofp_group_capabilities
+OFPGFC_SELECT_WEIGHT = 1 << 0
+OFPGFC_SELECT_LIVENESS = 1 << 1
+OFPGFC_CHAINING = 1 << 2
+OFPGFC_CHAINING_CHECKS = 1 << 3
+
+# enum ofp_packet_in_reason
+OFPR_NO_MATCH = 0
+OFPR_ACTION = 1
+OFPR_INVALID_TTL = 2
+
+# enum ofp_flow_removed_reason
+OFPRR_IDLE_TIMEOUT = 0
+OFPRR_HARD_TIMEOUT = 1
+OFPRR_DELETE = 2
+OFPRR_GROUP_DELETE = 3
+
+# enum ofp_meter
+OFPM_MAX = 0xffff0000
+OFPM_SLOWPATH = 0xfffffffd
+OFPM_CONTROLLER = 0xfffffffe
+OFPM_ALL = 0xffffffff
+
+# enum ofp_meter_band_type
+OFPMBT_DROP = 1
+OFPMBT_DSCP_REMARK = 2
+OFPMBT_EXPERIMENTER = 0xffff
+
+# enum ofp_meter_mod_command
+OFPMC_ADD = 0
+OFPMC_MODIFY = 1
+OFPMC_DELETE = 2
+
+# enum ofp_meter_flags
+OFPMF_KBPS = 1 << 0
+OFPMF_PKTPS = 1 << 1
+OFPMF_BURST = 1 << 2
+OFPMF_STATS = 1 << 3
+
+# enum ofp_error_type
+OFPET_HELLO_FAILED = 0
+OFPET_BAD_REQUEST = 1
+OFPET_BAD_ACTION = 2
+OFPET_BAD_INSTRUCTION = 3
+OFPET_BAD_MATCH = 4
+OFPET_FLOW_MOD_FAILED = 5
+OFPET_GROUP_MOD_FAILED = 6
+OFPET_PORT_MOD_FAILED = 7
+OFPET_TABLE_MOD_FAILED = 8
+OFPET_QUEUE_OP_FAILED = 9
+OFPET_SWITCH_CONFIG_FAILED = 10
+OFPET_ROLE_REQUEST_FAILED = 11
+OFPET_METER_MOD_FAILED = 12
+OFPET_TABLE_FEATURES_FAILED = 13
+OFPET_EXPERIMENTER = 0xffff
+
+ERROR_TYPE_NAMES = {
+    OFPET_HELLO_FAILED: 'HELLO_FAILED', OFPET_BAD_REQUEST: 'BAD_REQUEST',
+    OFPET_BAD_ACTION: 'BAD_ACTION', OFPET_BAD_INSTRUCTION: 'BAD_INSTRUCTION',
+    OFPET_BAD_MATCH: 'BAD_MATCH', OFPET_FLOW_MOD_FAILED: 'FLOW_MOD_FAILED',
+    OFPET_GROUP_MOD_FAILED: 'GROUP_MOD_FAILED', OFPET_PORT_MOD_FAILED: 'PORT_MOD_FAILED',
+    OFPET_TABLE_MOD_FAILED: 'TABLE_MOD_FAILED', OFPET_QUEUE_OP_FAILED: 'QUEUE_OP_FAILED',
+    OFPET_SWITCH_CONFIG_FAILED: 'SWITCH_CONFIG_FAILED',
+    OFPET_ROLE_REQUEST_FAILED: 'ROLE_REQUEST_FAILED',
+    OFPET_METER_MOD_FAILED: 'METER_MOD_FAILED',
+    OFPET_TABLE_FEATURES_FAILED: 'TABLE_FEATURES_FAILED',
+    OFPET_EXPERIMENTER: 'EXPERIMENTER',
+}
+
+# enum ofp_hello_failed_code
+OFPHFC_INCOMPATIBLE = 0
+OFPHFC_EPERM = 1
+
+# enum ofp_bad_request_code
+OFPBRC_BAD_VERSION = 0
+OFPBRC_BAD_TYPE = 1
+OFPBRC_BAD_MULTIPART = 2
+OFPBRC_BAD_EXPERIMENTER = 3
+OFPBRC_BAD_EXP_TYPE = 4
+OFPBRC_EPERM = 5
+OFPBRC_BAD_LEN = 6
+OFPBRC_BUFFER_EMPTY = 7
+OFPBRC_BUFFER_UNKNOWN = 8
+OFPBRC_BAD_TABLE_ID = 9
+OFPBRC_IS_SLAVE = 10
+OFPBRC_BAD_PORT = 11
+OFPBRC_BAD_PACKET = 12
+OFPBRC_MULTIPART_BUFFER_OVERFLOW = 13
+
+# enum ofp_bad_action_code
+OFPBAC_BAD_TYPE = 0
+OFPBAC_BAD_LEN = 1
+OFPBAC_BAD_EXPERIMENTER = 2
+OFPBAC_BAD_EXP_TYPE = 3
+OFPBAC_BAD_OUT_PORT = 4
+OFPBAC_BAD_ARGUMENT = 5
+OFPBAC_EPERM = 6
+OFPBAC_TOO_MANY = 7
+OFPBAC_BAD_QUEUE = 8
+OFPBAC_BAD_OUT_GROUP = 9
+OFPBAC_MATCH_INCONSISTENT = 10
+OFPBAC_UNSUPPORTED_ORDER = 11
+OFPBAC_BAD_TAG = 12
+OFPBAC_BAD_SET_TYPE = 13
+OFPBAC_BAD_SET_LEN = 14
+OFPBAC_BAD_SET_ARGUMENT = 15
+
+# enum ofp_bad_instruction_code
+OFPBIC_UNKNOWN_INST = 0
+OFPBIC_UNSUP_INST = 1
+OFPBIC_BAD_TABLE_ID = 2
+OFPBIC_UNSUP_METADATA = 3
+OFPBIC_UNSUP_METADATA_MASK = 4
+OFPBIC_BAD_EXPERIMENTER = 5
+OFPBIC_BAD_EXP_TYPE = 6
+OFPBIC_BAD_LEN = 7
+OFPBIC_EPERM = 8
+
+# enum ofp_bad_match_code
+OFPBMC_BAD_TYPE = 0
+OFPBMC_BAD_LEN = 1
+OFPBMC_BAD_TAG = 2
+OFPBMC_BAD_DL_ADDR_MASK = 3
+OFPBMC_BAD_NW_ADDR_MASK = 4
+OFPBMC_BAD_WILDCARDS = 5
+OFPBMC_BAD_FIELD = 6
+OFPBMC_BAD_VALUE = 7
+OFPBMC_BAD_MASK = 8
+OFPBMC_BAD_PREREQ = 9
+OFPBMC_DUP_FIELD = 10
+OFPBMC_EPERM = 11
+
+# enum ofp_flow_mod_failed_code
+OFPFMFC_UNKNOWN = 0
+OFPFMFC_TABLE_FULL = 1
+OFPFMFC_BAD_TABLE_ID = 2
+OFPFMFC_OVERLAP = 3
+OFPFMFC_EPERM = 4
+OFPFMFC_BAD_TIMEOUT = 5
+OFPFMFC_BAD_COMMAND = 6
+OFPFMFC_BAD_FLAGS = 7
+
+# enum ofp_group_mod_failed_code
+OFPGMFC_GROUP_EXISTS = 0
+OFPGMFC_INVALID_GROUP = 1
+OFPGMFC_WEIGHT_UNSUPPORTED = 2
+OFPGMFC_OUT_OF_GROUPS = 3
+OFPGMFC_OUT_OF_BUCKETS = 4
+OFPGMFC_CHAINING_UNSUPPORTED = 5
+OFPGMFC_WATCH_UNSUPPORTED = 6
+OFPGMFC_LOOP = 7
+OFPGMFC_UNKNOWN_GROUP = 8
+OFPGMFC_CHAINED_GROUP = 9
+OFPGMFC_BAD_TYPE = 10
+OFPGMFC_BAD_COMMAND = 11
+OFPGMFC_BAD_BUCKET = 12
+OFPGMFC_BAD_WATCH = 13
+OFPGMFC_EPERM = 14
+
+# enum ofp_port_mod_failed_code
+OFPPMFC_BAD_PORT = 0
+OFPPMFC_BAD_HW_ADDR = 1
+OFPPMFC_BAD_CONFIG = 2
+OFPPMFC_BAD_ADVERTISE = 3
+OFPPMFC_EPERM = 4
+
+# enum ofp_table_mod_failed_code
+OFPTMFC_BAD_TABLE = 0
+OFPTMFC_BAD_CONFIG = 1
+OFPTMFC_EPERM = 2
+
+# enum ofp_queue_op_failed_code
+OFPQOFC_BAD_PORT = 0
+OFPQOFC_BAD_QUEUE = 1
+OFPQOFC_EPERM = 2
+
+# enum ofp_switch_config_failed_code
+OFPSCFC_BAD_FLAGS = 0
+OFPSCFC_BAD_LEN = 1
+OFPSCFC_EPERM = 2
+
+# enum ofp_role_request_failed_code
+OFPRRFC_STALE = 0
+OFPRRFC_UNSUP = 1
+OFPRRFC_BAD_ROLE = 2
+
+# enum ofp_meter_mod_failed_code
+OFPMMFC_UNKNOWN = 0
+OFPMMFC_METER_EXISTS = 1
+OFPMMFC_INVALID_METER = 2
+OFPMMFC_UNKNOWN_METER = 3
+OFPMMFC_BAD_COMMAND = 4
+OFPMMFC_BAD_FLAGS = 5
+OFPMMFC_BAD_RATE = 6
+OFPMMFC_BAD_BURST = 7
+OFPMMFC_BAD_BAND = 8
+OFPMMFC_BAD_BAND_VALUE = 9
+OFPMMFC_OUT_OF_METERS = 10
+OFPMMFC_OUT_OF_BANDS = 11
+
+# enum ofp_table_features_failed_code
+OFPTFFC_BAD_TABLE = 0
+OFPTFFC_BAD_METADATA = 1
+OFPTFFC_BAD_TYPE = 2
+OFPTFFC_BAD_LEN = 3
+OFPTFFC_BAD_ARGUMENT = 4
+OFPTFFC_EPERM = 5
+
+# enum ofp_multipart_type
+OFPMP_DESC = 0
+OFPMP_FLOW = 1
+OFPMP_AGGREGATE = 2
+OFPMP_TABLE = 3
+OFPMP_PORT_STATS = 4
+OFPMP_QUEUE = 5
+OFPMP_GROUP = 6
+OFPMP_GROUP_DESC = 7
+OFPMP_GROUP_FEATURES = 8
+OFPMP_METER = 9
+OFPMP_METER_CONFIG = 10
+OFPMP_METER_FEATURES = 11
+OFPMP_TABLE_FEATURES = 12
+OFPMP_PORT_DESC = 13
+OFPMP_EXPERIMENTER = 0xffff
+
+# enum ofp_multipart_request_flags / ofp_multipart_reply_flags
+OFPMPF_REQ_MORE = 1 << 0
+OFPMPF_REPLY_MORE = 1 << 0
+
+DESC_STR_LEN = 256
+SERIAL_NUM_LEN = 32
+
+# enum ofp_table_feature_prop_type
+OFPTFPT_INSTRUCTIONS = 0
+OFPTFPT_INSTRUCTIONS_MISS = 1
+OFPTFPT_NEXT_TABLES = 2
+OFPTFPT_NEXT_TABLES_MISS = 3
+OFPTFPT_WRITE_ACTIONS = 4
+OFPTFPT_WRITE_ACTIONS_MISS = 5
+OFPTFPT_APPLY_ACTIONS = 6
+OFPTFPT_APPLY_ACTIONS_MISS = 7
+OFPTFPT_MATCH = 8
+OFPTFPT_WILDCARDS = 10
+OFPTFPT_WRITE_SETFIELD = 12
+OFPTFPT_WRITE_SETFIELD_MISS = 13
+OFPTFPT_APPLY_SETFIELD = 14
+OFPTFPT_APPLY_SETFIELD_MISS = 15
+OFPTFPT_EXPERIMENTER = 0xfffe
+OFPTFPT_EXPERIMENTER_MISS = 0xffff
+
+# enum ofp_controller_role
+OFPCR_ROLE_NOCHANGE = 0
+OFPCR_ROLE_EQUAL = 1
+OFPCR_ROLE_MASTER = 2
+OFPCR_ROLE_SLAVE = 3

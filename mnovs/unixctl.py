@@ -75,7 +75,7 @@ class UnixctlServer:
             log.exception('control command %s failed', argv)
             return False, f'{name} failed: {err}'
 
-    def handle_accept(self):
+    def handle_accept(self, events=None):
         """Serve one client: read its request, reply, close."""
         try:
             conn, _ = self.sock.accept()

@@ -142,7 +142,7 @@ class VSwitchd:
             self.dp.del_port(port.port_no)
             raise
         self.selector.register(port.sock, selectors.EVENT_READ,
-                               lambda: self.dp.port_input(port))
+                               lambda events: self._port_ready(port, events))
         self._port_changed(port.port_no)
         log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
         return port
@@ -160,7 +160,15 @@ class VSwitchd:
         if self.normal is not None:
             self.normal.port_changed(port_no)
 
-    def _link_events(self):
+    def _port_ready(self, port, events):
+        # A port registered for reading that is reported writable has an
+        # error pending (the link went down under it: ENETDOWN). Reading the
+        # error clears it; left set, epoll would report it forever.
+        if events & selectors.EVENT_WRITE:
+            port.clear_error()
+        self.dp.port_input(port)
+
+    def _link_events(self, events=None):
         for name, up, deleted in self.links.events():
             port = self.dp.port_by_name(name)
             if port is None:
@@ -168,6 +176,10 @@ class VSwitchd:
             if deleted:
                 self.del_port(name)
             elif up != port.up:
+                if up:
+                    # The socket may still hold the ENETDOWN of the link's
+                    # fall; left there, it would fail the first send.
+                    port.clear_error()
                 port.up = up
                 log.info('port %d: %s is %s', port.port_no, name, 'up' if up else 'down')
                 self._port_changed(port.port_no)
@@ -226,11 +238,11 @@ class VSwitchd:
             timeout = max(0.0, next_tick - time.monotonic())
             ready = self.selector.select(timeout)
             registered = self.selector.get_map()
-            for key, _ in ready:
+            for key, events in ready:
                 # An earlier callback of this batch may have closed this one's
                 # socket (a port deleted by a netlink event): skip it.
                 if registered.get(key.fd) is key:
-                    key.data()
+                    key.data(events)
             now = time.monotonic()
             if now >= next_tick:
                 self.dp.run_periodic(now)

@@ -43,6 +43,7 @@ from mnovs.dp.offload import VNET_HDR_LEN
 log = logging.getLogger(__name__)
 
 RX_BATCH = 64            # frames read from one port before looking at others
+RING_STALL_GRACE = 0.002 # seconds to wait for a slot filled out of order
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
 
@@ -182,7 +183,7 @@ class Datapath:
             drops = port.kernel_drops()
             if drops:
                 port.rx_dropped += drops
-                self._count_drop('rx-ring-full', drops)
+                self._count_drop('rx-ring', drops)   # ring full, or a frame the kernel gave up
 
     # --- packets -----------------------------------------------------------
 
@@ -193,11 +194,14 @@ class Datapath:
         emc_get = self.emc.table.get
         port_no = port.port_no
         now = time.monotonic()
-        for _ in range(RX_BATCH):
+        for done in range(RX_BATCH):
             base = slot * RING_FRAME_SIZE
             status, length, snaplen, mac, _, _, _, tci, tpid = TPACKET2_HDR.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
-                break
+                if done or not self._skip_abandoned_slot(port, slot, now):
+                    break
+                slot = port.rx_slot
+                continue
             start = base + mac - VNET_HDR_LEN
             end = base + mac + snaplen
             if snaplen < length:
@@ -212,7 +216,38 @@ class Datapath:
             slot += 1
             if slot == RING_FRAMES:
                 slot = 0
-        port.rx_slot = slot
+        if slot != port.rx_slot:
+            port.rx_slot = slot
+            port.stalled_since = None
+
+    def _skip_abandoned_slot(self, port, slot, now):
+        """Decide whether the empty slot the reader waits at was given up.
+
+        The kernel fills slots in order, but two CPUs may fill neighbouring
+        slots at once, and it may give up a slot it claimed (an skb its vnet
+        header cannot describe is dropped with the slot left TP_STATUS_KERNEL).
+        A reader that only waited at such a slot would stall forever while
+        the kernel fills the ones after it. So when a wake-up finds the
+        expected slot empty but a later one full, we wait RING_STALL_GRACE
+        for a concurrent fill to land (skipping it would reorder the flow),
+        then move on to the full slot.
+
+        Returns:
+            True if port.rx_slot now points at a full slot to read.
+        """
+        ahead = next_user_slot(port.ring_view, slot)
+        if ahead is None:
+            port.stalled_since = None
+            return False
+        if port.stalled_since is None:
+            port.stalled_since = now
+            return False
+        if now - port.stalled_since < RING_STALL_GRACE:
+            return False
+        port.stalled_since = None
+        port.rx_slot = ahead
+        self._count_drop('rx-slot-abandoned', 1)
+        return True
 
     def _input(self, port, port_no, packet, emc_get, now):
         """One packet (vnet header + frame, a view into the ring) through the caches."""
@@ -302,6 +337,19 @@ class Datapath:
         for port in self.ports.values():
             port.close()
         self.ports.clear()
+
+
+def next_user_slot(ring, slot):
+    """Find the next ring slot after `slot` that holds a frame.
+
+    Returns:
+        The slot number, or None if no slot holds a frame.
+    """
+    for step in range(1, RING_FRAMES):
+        candidate = (slot + step) % RING_FRAMES
+        if STATUS.unpack_from(ring, candidate * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+            return candidate
+    return None
 
 
 def flow_uses_port(flow, port_no):

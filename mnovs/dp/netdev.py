@@ -27,7 +27,6 @@ A Port keeps the counters that `dpctl/show` prints. It is a long-lived object;
 the per-packet work is in datapath.py.
 """
 
-import errno
 import mmap
 import socket
 import struct
@@ -65,17 +64,13 @@ RESERVE = 16                             # headroom to re-insert a VLAN tag
 
 VLAN_TAG = struct.Struct('!HH')
 
-# Errors that mean "this port cannot take/give a frame right now": counted,
-# never fatal.
-TRANSIENT_ERRNOS = frozenset((errno.ENETDOWN, errno.ENXIO, errno.ENOBUFS,
-                              errno.EAGAIN, errno.EMSGSIZE, errno.EINVAL,
-                              errno.ENODEV))
 
 
 class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
     __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'rx_slot',
+                 'stalled_since',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 
@@ -91,10 +86,16 @@ class Port:
             raise
         self.ring_view = memoryview(self.ring)
         self.rx_slot = 0                 # next ring slot to look at
+        self.stalled_since = None        # when rx_slot was first seen empty with later slots full
         self.fd = self.sock.fileno()
         self.up = True
         self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
         self.tx_packets = self.tx_bytes = self.tx_dropped = 0
+
+    def clear_error(self):
+        """Read (and so clear) a pending socket error; count it."""
+        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self.rx_errors += 1
 
     def kernel_drops(self):
         """Frames the kernel dropped because the ring was full, since last asked."""

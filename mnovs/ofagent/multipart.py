@@ -1,7 +1,11 @@
-"""OpenFlow 1.3 structures: multipart bodies and the ones messages share.
+"""OpenFlow 1.3 multipart bodies: one table of request and reply codecs.
 
-codec.py frames messages; this module codes every multipart request and
-reply body (ofp_structs.py has the structures they share with messages).
+codec.py frames multipart messages; this module codes every request and
+reply body (messages.py has Port, Bucket, MeterBand, which bodies share with
+messages).  TABLE_FEATURES requests with properties are decoded in full (an
+unknown property type is OFPTFFC_BAD_TYPE, an unknown OXM id BAD_ARGUMENT);
+whether to accept them is the agent's call.  OFPMPF_REQ_MORE is passed up
+as received: the agent joins the parts of a request.
 
 A multipart message is the header, then
 
@@ -21,7 +25,7 @@ A reply longer than a message can hold (65535 bytes) is cut between entries
 into several messages, all but the last flagged OFPMPF_REPLY_MORE:
 `encode_body` returns the list of body chunks and codec.py frames each one.
 
-Body dataclasses follow ofp_structs.py's rule: struct fields first, in wire
+Body dataclasses follow messages.py's rule: struct fields first, in wire
 order, then the variable part.  Entries that open with their own length
 (flow stats, group stats and descriptions, meter configs, table features)
 have that length computed on encode and checked on decode, never stored.
@@ -31,34 +35,28 @@ import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
 
-from mnovs.ofagent.ofp import (
-    OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN, OFPBRC_BAD_MULTIPART, OFPET_BAD_REQUEST,
-    OFPET_GROUP_MOD_FAILED, OFPET_METER_MOD_FAILED, OFPET_TABLE_FEATURES_FAILED,
-    OFPG_ALL, OFPG_ANY, OFPGMFC_BAD_BUCKET, OFPM_ALL, OFPMBT_DROP, OFPMBT_DSCP_REMARK,
-    OFPMMFC_BAD_BAND, OFPMP_AGGREGATE, OFPMP_DESC, OFPMP_EXPERIMENTER, OFPMP_FLOW,
-    OFPMP_GROUP, OFPMP_GROUP_DESC, OFPMP_GROUP_FEATURES, OFPMP_METER, OFPMP_METER_CONFIG,
-    OFPMP_METER_FEATURES, OFPMP_PORT_DESC, OFPMP_PORT_STATS, OFPMP_QUEUE, OFPMP_TABLE,
-    OFPMP_TABLE_FEATURES, OFPP_ANY, OFPQ_ALL, OFPTFFC_BAD_ARGUMENT, OFPTFFC_BAD_LEN,
-    OFPTFFC_BAD_TYPE, OFPTFPT_APPLY_ACTIONS, OFPTFPT_APPLY_ACTIONS_MISS,
-    OFPTFPT_APPLY_SETFIELD, OFPTFPT_APPLY_SETFIELD_MISS, OFPTFPT_EXPERIMENTER,
-    OFPTFPT_EXPERIMENTER_MISS, OFPTFPT_INSTRUCTIONS, OFPTFPT_INSTRUCTIONS_MISS,
-    OFPTFPT_MATCH, OFPTFPT_NEXT_TABLES, OFPTFPT_NEXT_TABLES_MISS, OFPTFPT_WILDCARDS,
-    OFPTFPT_WRITE_ACTIONS, OFPTFPT_WRITE_ACTIONS_MISS, OFPTFPT_WRITE_SETFIELD,
-    OFPTFPT_WRITE_SETFIELD_MISS, OFPTT_ALL, OFP_HEADER_SIZE, OFP_MAX_MESSAGE_LEN, OFPError)
-from mnovs.ofagent.ofp_actions import (
-    decode_actions, decode_instructions, encode_actions, encode_instructions)
-from mnovs.ofagent.ofp_structs import (
+from mnovs.ofagent.messages import (
     PORT, Port, decode_bands, decode_buckets, encode_bands, encode_buckets, pack_struct,
     unpack_struct)
+from mnovs.ofagent.ofp import (
+    OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN, OFPBRC_BAD_MULTIPART, OFPET_BAD_REQUEST,
+    OFPET_TABLE_FEATURES_FAILED, OFPG_ALL, OFPG_ANY, OFPMP_AGGREGATE, OFPMP_DESC,
+    OFPMP_EXPERIMENTER, OFPMP_FLOW, OFPMP_GROUP, OFPMP_GROUP_DESC, OFPMP_GROUP_FEATURES,
+    OFPMP_METER, OFPMP_METER_CONFIG, OFPMP_METER_FEATURES, OFPMP_PORT_DESC,
+    OFPMP_PORT_STATS, OFPMP_QUEUE, OFPMP_TABLE, OFPMP_TABLE_FEATURES, OFPM_ALL, OFPP_ANY,
+    OFPQ_ALL, OFPTFFC_BAD_ARGUMENT, OFPTFFC_BAD_LEN, OFPTFFC_BAD_TYPE,
+    OFPTFPT_APPLY_ACTIONS, OFPTFPT_APPLY_ACTIONS_MISS, OFPTFPT_APPLY_SETFIELD,
+    OFPTFPT_APPLY_SETFIELD_MISS, OFPTFPT_EXPERIMENTER, OFPTFPT_EXPERIMENTER_MISS,
+    OFPTFPT_INSTRUCTIONS, OFPTFPT_INSTRUCTIONS_MISS, OFPTFPT_MATCH, OFPTFPT_NEXT_TABLES,
+    OFPTFPT_NEXT_TABLES_MISS, OFPTFPT_WILDCARDS, OFPTFPT_WRITE_ACTIONS,
+    OFPTFPT_WRITE_ACTIONS_MISS, OFPTFPT_WRITE_SETFIELD, OFPTFPT_WRITE_SETFIELD_MISS,
+    OFPTT_ALL, OFP_HEADER_SIZE, OFP_MAX_MESSAGE_LEN, OFPError)
+from mnovs.ofagent.ofp_actions import decode_instructions, encode_instructions
 from mnovs.ofagent.oxm import OXM_BY_NAME, decode_match, encode_match, oxm_field_of, oxm_header
 
 MULTIPART_HEADER = struct.Struct('!HH4x')       # type, flags
 assert MULTIPART_HEADER.size == 8
 MAX_BODY = OFP_MAX_MESSAGE_LEN - OFP_HEADER_SIZE - MULTIPART_HEADER.size
-
-
-def _error(err_type, code):
-    return OFPError(err_type, code)
 
 
 # ---- request bodies ---------------------------------------------------------
@@ -271,7 +269,8 @@ TABLE_FEATURES = struct.Struct('!B5x32sQQII')   # after length
 COUNTER_PAIR = struct.Struct('!QQ')             # bucket counter, band stats
 TF_PROP = struct.Struct('!HH')                  # table feature property: type, length
 ID_HEADER = struct.Struct('!HH')                # instruction / action id: type, len
-assert (DESC.size, FLOW_STATS.size + 2, AGGREGATE_STATS.size, TABLE_STATS.size) == (1056, 48, 24, 24)
+assert (DESC.size, FLOW_STATS.size + 2, AGGREGATE_STATS.size) == (1056, 48, 24)
+assert TABLE_STATS.size == 24
 assert (PORT_STATS.size, QUEUE_STATS.size, GROUP_STATS.size + 2) == (112, 40, 40)
 assert (GROUP_DESC.size + 2, GROUP_FEATURES.size, METER_STATS.size) == (8, 40, 40)
 assert (METER_CONFIG.size + 2, METER_FEATURES.size, TABLE_FEATURES.size + 2) == (8, 16, 64)
@@ -279,16 +278,19 @@ assert COUNTER_PAIR.size == 16
 
 
 def _bad_len():
-    return _error(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)
+    return OFPError(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)
 
 
-def _entry_length(buf, pos, end, minimum, bad=_bad_len):
-    """The length field of the entry at pos, checked against minimum and end."""
+def _entry_length(buf, pos, end, minimum, bad=(OFPET_BAD_REQUEST, OFPBRC_BAD_LEN)):
+    """The length field of the entry at pos, checked against minimum and end.
+
+    bad: the (error type, code) to raise if it does not fit.
+    """
     if end - pos < minimum:
-        raise bad()
+        raise OFPError(*bad)
     length, = ENTRY_LENGTH.unpack_from(buf, pos)
     if length < minimum or length % 8 or pos + length > end:
-        raise bad()
+        raise OFPError(*bad)
     return length
 
 
@@ -319,7 +321,8 @@ def _decode_flow_stats_request(buf, pos, end):
 
 def _encode_flow_stats(stats):
     tail = encode_match(stats.match) + encode_instructions(stats.instructions)
-    return ENTRY_LENGTH.pack(2 + FLOW_STATS.size + len(tail)) + pack_struct(FLOW_STATS, stats) + tail
+    return (ENTRY_LENGTH.pack(2 + FLOW_STATS.size + len(tail)) + pack_struct(FLOW_STATS, stats)
+            + tail)
 
 
 def _decode_flow_stats(buf, pos, end):
@@ -336,16 +339,23 @@ def _encode_group_stats(stats):
             + pack_struct(GROUP_STATS, stats) + counters)
 
 
+def _counter_pairs(buf, pos, end):
+    """The (packets, bytes) pairs filling buf[pos:end] exactly."""
+    if (end - pos) % COUNTER_PAIR.size:
+        raise _bad_len()
+    return tuple(COUNTER_PAIR.unpack_from(buf, at) for at in range(pos, end, COUNTER_PAIR.size))
+
+
 def _decode_group_stats(buf, pos, end):
     length = _entry_length(buf, pos, end, 2 + GROUP_STATS.size)
-    pairs = tuple(COUNTER_PAIR.unpack_from(buf, at)
-                  for at in range(pos + 2 + GROUP_STATS.size, pos + length, COUNTER_PAIR.size))
+    pairs = _counter_pairs(buf, pos + 2 + GROUP_STATS.size, pos + length)
     return unpack_struct(GROUP_STATS, GroupStats, buf, pos + 2, bucket_stats=pairs), pos + length
 
 
 def _encode_group_desc(desc):
     buckets = encode_buckets(desc.buckets)
-    return ENTRY_LENGTH.pack(2 + GROUP_DESC.size + len(buckets)) + pack_struct(GROUP_DESC, desc) + buckets
+    return (ENTRY_LENGTH.pack(2 + GROUP_DESC.size + len(buckets)) + pack_struct(GROUP_DESC, desc)
+            + buckets)
 
 
 def _decode_group_desc(buf, pos, end):
@@ -363,7 +373,8 @@ def _decode_group_features(buf, pos, end):
     if end - pos < GROUP_FEATURES.size:
         raise _bad_len()
     values = GROUP_FEATURES.unpack_from(buf, pos)
-    return GroupFeatures(values[0], values[1], values[2:6], values[6:10]), pos + GROUP_FEATURES.size
+    features = GroupFeatures(values[0], values[1], values[2:6], values[6:10])
+    return features, pos + GROUP_FEATURES.size
 
 
 def _encode_meter_stats(stats):
@@ -379,14 +390,14 @@ def _decode_meter_stats(buf, pos, end):
     meter_id, length, *counters = METER_STATS.unpack_from(buf, pos)
     if length < METER_STATS.size or length % 8 or pos + length > end:
         raise _bad_len()
-    pairs = tuple(COUNTER_PAIR.unpack_from(buf, at)
-                  for at in range(pos + METER_STATS.size, pos + length, COUNTER_PAIR.size))
+    pairs = _counter_pairs(buf, pos + METER_STATS.size, pos + length)
     return MeterStats(meter_id, *counters, band_stats=pairs), pos + length
 
 
 def _encode_meter_config(config):
     bands = encode_bands(config.bands)
-    return ENTRY_LENGTH.pack(2 + METER_CONFIG.size + len(bands)) + pack_struct(METER_CONFIG, config) + bands
+    return (ENTRY_LENGTH.pack(2 + METER_CONFIG.size + len(bands))
+            + pack_struct(METER_CONFIG, config) + bands)
 
 
 def _decode_meter_config(buf, pos, end):
@@ -408,7 +419,7 @@ _RAW_PROPS = frozenset((OFPTFPT_EXPERIMENTER, OFPTFPT_EXPERIMENTER_MISS))
 
 
 def _tf_error(code):
-    return _error(OFPET_TABLE_FEATURES_FAILED, code)
+    return OFPError(OFPET_TABLE_FEATURES_FAILED, code)
 
 
 def _encode_tf_prop(prop_type, value):
@@ -418,9 +429,10 @@ def _encode_tf_prop(prop_type, value):
         payload = bytes(value)
     elif prop_type in _OXM_PROPS:
         # A MATCH property says, per field, whether the table takes a mask.
+        fields = [OXM_BY_NAME[name] for name in value]
         payload = b''.join(
-            oxm_header(OXM_BY_NAME[name], prop_type == OFPTFPT_MATCH and OXM_BY_NAME[name].maskable)
-            .to_bytes(4, 'big') for name in value)
+            oxm_header(f, prop_type == OFPTFPT_MATCH and f.maskable).to_bytes(4, 'big')
+            for f in fields)
     else:
         payload = bytes(value)
     length = TF_PROP.size + len(payload)
@@ -464,7 +476,7 @@ def _encode_table_features(features):
 
 def _decode_table_features(buf, pos, end):
     length = _entry_length(buf, pos, end, 2 + TABLE_FEATURES.size,
-                           lambda: _tf_error(OFPTFFC_BAD_LEN))
+                           (OFPET_TABLE_FEATURES_FAILED, OFPTFFC_BAD_LEN))
     props = []
     at, stop = pos + 2 + TABLE_FEATURES.size, pos + length
     while at < stop:
@@ -524,8 +536,8 @@ def _body_codec(mp_type, is_reply):
     codecs = BODIES.get(mp_type)
     if codecs is None:
         if mp_type == OFPMP_EXPERIMENTER:
-            raise _error(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER)
-        raise _error(OFPET_BAD_REQUEST, OFPBRC_BAD_MULTIPART)
+            raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BAD_EXPERIMENTER)
+        raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BAD_MULTIPART)
     return codecs[is_reply]
 
 

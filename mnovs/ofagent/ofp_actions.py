@@ -48,7 +48,8 @@ from mnovs.ofagent.ofp import (
     OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPG_MAX, OFPIT_APPLY_ACTIONS,
     OFPIT_CLEAR_ACTIONS, OFPIT_EXPERIMENTER, OFPIT_GOTO_TABLE, OFPIT_METER,
     OFPIT_WRITE_ACTIONS, OFPIT_WRITE_METADATA, OFPP_ANY, OFPP_IN_PORT, OFPP_MAX, OFPError)
-from mnovs.ofagent.oxm import OXM_BY_NAME, OXM_HEADER, check_field_value, oxm_field_of, oxm_header
+from mnovs.ofagent.oxm import (
+    OXM_BY_NAME, OXM_HEADER, check_field_value, oxm_field_of, oxm_header)
 
 TLV_HEADER = struct.Struct('!HH')               # type, len
 assert TLV_HEADER.size == 4
@@ -109,14 +110,6 @@ def is_valid_out_port(port):
     return 0 < port <= OFPP_MAX or OFPP_IN_PORT <= port < OFPP_ANY
 
 
-def _bad_action(code):
-    return OFPError(OFPET_BAD_ACTION, code)
-
-
-def _bad_instruction(code):
-    return OFPError(OFPET_BAD_INSTRUCTION, code)
-
-
 def encode_action(action):
     """Encode one action tuple to its wire TLV."""
     name = action[0]
@@ -150,27 +143,27 @@ def _decode_set_field(buf, pos, length):
     header, = OXM_HEADER.unpack_from(buf, pos + 4)
     field = oxm_field_of(header)
     if field is None or not field.settable:
-        raise _bad_action(OFPBAC_BAD_SET_TYPE)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE)
     if header >> 8 & 1:
-        raise _bad_action(OFPBAC_BAD_SET_ARGUMENT)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT)
     if header & 0xff != field.width or length != (8 + field.width + 7) & ~7:
-        raise _bad_action(OFPBAC_BAD_SET_LEN)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_LEN)
     value = int.from_bytes(buf[pos + 8:pos + 8 + field.width], 'big')
     try:
         check_field_value(field, value, None)
     except OFPError:
-        raise _bad_action(OFPBAC_BAD_SET_ARGUMENT) from None
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT) from None
     return ('set_field', field.name, value)
 
 
 def _check_action(action):
     name = action[0]
     if name == 'output' and not is_valid_out_port(action[1]):
-        raise _bad_action(OFPBAC_BAD_OUT_PORT)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT)
     if name == 'group' and action[1] > OFPG_MAX:
-        raise _bad_action(OFPBAC_BAD_OUT_GROUP)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP)
     if name in PUSH_ETHERTYPES and action[1] not in PUSH_ETHERTYPES[name]:
-        raise _bad_action(OFPBAC_BAD_ARGUMENT)
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_ARGUMENT)
 
 
 def decode_actions(buf, pos, end):
@@ -186,8 +179,8 @@ def decode_actions(buf, pos, end):
         row = ACTION_BY_TYPE.get(action_type)
         if row is None:
             if action_type == OFPAT_EXPERIMENTER:
-                raise _bad_action(OFPBAC_BAD_EXPERIMENTER)
-            raise _bad_action(OFPBAC_BAD_TYPE)
+                raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_EXPERIMENTER)
+            raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE)
         name, layout = row
         if layout is None:
             action = _decode_set_field(buf, pos, length)
@@ -230,11 +223,11 @@ def decode_instructions(buf, pos, end):
         row = INSTRUCTION_BY_TYPE.get(inst_type)
         if row is None:
             if inst_type == OFPIT_EXPERIMENTER:
-                raise _bad_instruction(OFPBIC_BAD_EXPERIMENTER)
-            raise _bad_instruction(OFPBIC_UNKNOWN_INST)
+                raise OFPError(OFPET_BAD_INSTRUCTION, OFPBIC_BAD_EXPERIMENTER)
+            raise OFPError(OFPET_BAD_INSTRUCTION, OFPBIC_UNKNOWN_INST)
         name, layout = row
         if inst_type in seen:
-            raise _bad_instruction(OFPBIC_UNSUP_INST)
+            raise OFPError(OFPET_BAD_INSTRUCTION, OFPBIC_UNSUP_INST)
         seen.add(inst_type)
         if name in _WITH_ACTIONS:
             instruction = (name, decode_actions(buf, pos + layout.size, pos + length))

@@ -48,9 +48,9 @@ import struct
 from collections import namedtuple
 
 from mnovs.ofagent.ofp import (
-    OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_BAD_MASK, OFPBMC_BAD_PREREQ,
-    OFPBMC_BAD_TYPE, OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS, OFPBMC_DUP_FIELD,
-    OFPET_BAD_MATCH, OFPMT_OXM, OFPVID_PRESENT, OFPXMC_OPENFLOW_BASIC, OFPError)
+    OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_BAD_MASK, OFPBMC_BAD_PREREQ, OFPBMC_BAD_TYPE,
+    OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OFPMT_OXM,
+    OFPVID_PRESENT, OFPXMC_OPENFLOW_BASIC, OFPError)
 
 MATCH_HEADER = struct.Struct('!HH')             # type, length
 assert MATCH_HEADER.size == 4
@@ -130,10 +130,6 @@ def oxm_field_of(header):
     return OXM_BY_NUMBER.get(header >> 9 & 0x7f)
 
 
-def _bad_match(code):
-    return OFPError(OFPET_BAD_MATCH, code)
-
-
 def encode_match(match):
     """Encode a match dict as an ofp_match (OXM), padded to 8 bytes.
 
@@ -164,31 +160,31 @@ def decode_match(buf, offset, end):
         OFPError(OFPET_BAD_MATCH, ...) as listed in the module docstring.
     """
     if end - offset < MATCH_HEADER.size:
-        raise _bad_match(OFPBMC_BAD_LEN)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN)
     match_type, length = MATCH_HEADER.unpack_from(buf, offset)
     if match_type != OFPMT_OXM:
-        raise _bad_match(OFPBMC_BAD_TYPE)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_TYPE)
     padded = (length + 7) & ~7
     if length < MATCH_HEADER.size or offset + padded > end:
-        raise _bad_match(OFPBMC_BAD_LEN)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN)
     match = {}
     pos, tlv_end = offset + MATCH_HEADER.size, offset + length
     while pos < tlv_end:
         if tlv_end - pos < OXM_HEADER.size:
-            raise _bad_match(OFPBMC_BAD_LEN)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN)
         header, = OXM_HEADER.unpack_from(buf, pos)
         oxm_len = header & 0xff
         hasmask = header >> 8 & 1
         pos += OXM_HEADER.size
         if pos + oxm_len > tlv_end:
-            raise _bad_match(OFPBMC_BAD_LEN)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN)
         field = oxm_field_of(header)
         if field is None:
-            raise _bad_match(OFPBMC_BAD_FIELD)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD)
         if oxm_len != field.width << hasmask:
-            raise _bad_match(OFPBMC_BAD_LEN)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_LEN)
         if field.name in match:
-            raise _bad_match(OFPBMC_DUP_FIELD)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_DUP_FIELD)
         value = int.from_bytes(buf[pos:pos + field.width], 'big')
         mask = None
         if hasmask:
@@ -205,13 +201,13 @@ def decode_match(buf, offset, end):
 def check_field_value(field, value, mask):
     """Raise OFPError(BAD_MATCH, ...) unless value/mask suit the field (no prereqs)."""
     if mask is not None and not field.maskable:
-        raise _bad_match(OFPBMC_BAD_MASK)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_MASK)
     if value >> field.bits:
-        raise _bad_match(OFPBMC_BAD_VALUE)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE)
     if mask is not None and (value & ~mask or mask >> field.bits):
-        raise _bad_match(OFPBMC_BAD_WILDCARDS)
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_WILDCARDS)
     if field.name == 'vlan_vid' and value & 0x0fff and not value & OFPVID_PRESENT:
-        raise _bad_match(OFPBMC_BAD_VALUE)          # a VLAN id, but "no tag"
+        raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE)          # a VLAN id, but "no tag"
 
 
 def prerequisites_met(match, name):
@@ -243,8 +239,8 @@ def validate_match(match):
     for name, (value, mask) in match.items():
         field = OXM_BY_NAME.get(name)
         if field is None:
-            raise _bad_match(OFPBMC_BAD_FIELD)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_FIELD)
         check_field_value(field, value, mask)
     for name in match:
         if not prerequisites_met(match, name):
-            raise _bad_match(OFPBMC_BAD_PREREQ)
+            raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_PREREQ)

@@ -1,0 +1,630 @@
+"""Translation: a flow key through the OpenFlow pipeline to odp actions and a megaflow mask.
+
+This is OVS's ofproto-dpif-xlate in miniature.  xlate(ctx, key) follows one
+packet's flow key through the flow tables, groups and actions, and returns
+the datapath actions to perform on it (mnovs/dp/actions.py) together with
+the mask of every key bit the translation read.  It changes nothing: rule
+and group counters are credited later, from datapath flow stats
+(credit_stats).
+
+THE MASK RULE.  The datapath installs (key & mask, mask) -> actions as a
+megaflow and applies it to every packet that agrees with this one on the
+mask's bits.  A bit missing from the mask is a forwarding bug: a packet that
+differs there may deserve other actions and gets these.  An extra bit costs
+speed: packets that could share one megaflow need several, and each first
+packet takes an upcall.  So the mask holds exactly what was read:
+- in_port, always;
+- each table lookup's consulted bits: the stages of the subtables it probed
+  (table.py), which include every matched field's prerequisites;
+- each prerequisite an action checks (set_field, dec_nw_ttl, push/pop
+  MPLS...): eth_type, nw_proto, the VLAN present bit, the later-fragment bit;
+- each value an action reads: nw_ttl for dec_nw_ttl, the outer tag for
+  push_vlan, IP TTL for push_mpls;
+- the SELECT hash fields (group.py) and NORMAL's own mask;
+but never a bit the pipeline itself wrote before reading it: after
+set_field:eth_dst, a table matching eth_dst reads the rule's value, not the
+packet's.  The state is tracked as ints over the flow key:
+
+    flow      the working key: the packet as the pipeline has changed it;
+    written   bits whose value the pipeline set (a constant, or a function of
+              bits already in the mask); reads of them add nothing;
+    dirty     bits changed in `flow` but not yet in the packet;
+    wc        the mask being built.
+
+Lazy commit.  set_field only changes `flow` and marks bits dirty.  Before an
+output, a push/pop, or a controller action, commit() emits one
+('set_masked', field, value, mask) per dirty field, with values from `flow`.
+A rewrite thus needs no knowledge of the old value, and costs no mask bit.
+Rewrites, pushes and pops left at the end of the list, which no output would
+see, are dropped.  mnovs never buffers packets, so every translation may be
+cached (`cacheable` is False only when a group chain is cut short).
+
+Semantics (OF1.3, chapter 5):
+- Table 0 first.  A miss without a table-miss rule drops the packet (actions
+  already applied stand).  A rule's instructions run in spec order whatever
+  their order in the message: meter, apply_actions, clear_actions,
+  write_actions, write_metadata, goto_table.  apply_actions act at once on
+  the working key (later lookups see the rewrite; metadata likewise).
+  write_actions fill the action set, one action per type (set_field: per
+  field), executed when the pipeline ends, in the spec's order (pops, push
+  MPLS, push VLAN, TTL decrements, sets, queue, then group, else output).
+- meter: ('meter', meter_id) is emitted where the instruction runs, before
+  the rule's outputs.
+- output: a physical port unless it is the input port (OFPP_IN_PORT sends
+  there), is down, or has NO_FWD; FLOOD and ALL: every such port but the
+  input port (FLOOD also skips BLOCKED ones); NORMAL: ctx.normal(key);
+  CONTROLLER: ('userspace', userdata), see encode_userdata (reason
+  OFPR_NO_MATCH from the table-miss rule, else OFPR_ACTION; none if the
+  input port has NO_PACKET_IN); TABLE: only in a packet-out, from table 0;
+  LOCAL: mnovs has no local port, so nothing is sent.
+- An input port with NO_RECV or PORT_DOWN drops everything it receives.
+- Groups (group.py): each bucket acts on its own copy of the packet, as if
+  cloned.  The datapath has no clone action, so after a bucket xlate puts
+  the packet back: it undoes the bucket's pushes and pops (a pop of each
+  pushed tag, a push of each popped one) and marks the fields the bucket
+  wrote dirty again with their saved values.  Restoring a value read from
+  the packet puts its bits in the mask.
+- set_field on a packet without the field (a TCP port on UDP, a VLAN field
+  without a tag) does nothing; so do set/dec TTL and pop_mpls on packets
+  without IP or MPLS.  dec_nw_ttl / dec_mpls_ttl on TTL <= 1 send the packet
+  to the controller with OFPR_INVALID_TTL (the connection layer filters by
+  async config) and stop its processing.
+- push_vlan copies VID and PCP from the outer tag, or uses 0; push_mpls
+  copies the outer label stack entry (bottom-of-stack cleared) or makes
+  label 0, TC 0, BoS 1 and TTL from IP (64 if not IP), as OF1.3 5.12.1
+  asks.  After push_mpls the key's L3/L4 fields are 0, as a re-parse of the
+  packet would give.
+- set_queue does nothing (mnovs has no queues).  copy_ttl_in/out and PBB
+  are refused at flow_mod time (table.check_actions).
+
+Known gaps: the key holds one VLAN tag and one MPLS label, so after a
+pop_vlan of a double-tagged frame the working key says "untagged", and after
+pop_mpls the inner L3/L4 fields (or the next label) read as 0 (OVS would
+recirculate and parse again).  A group chain deeper than MAX_DEPTH is cut
+short and the result marked not cacheable.
+
+Cost: a few us per table visited plus a dict lookup per action; every
+upcall and every revalidation pays it, never a megaflow hit.
+"""
+
+import struct
+
+from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
+from mnovs.ofagent.group import port_is_live
+from mnovs.ofagent.match import (
+    KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
+    format_match)
+from mnovs.ofagent.ofp import (
+    OFP_DEFAULT_MISS_SEND_LEN, OFPP_ALL, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT,
+    OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
+    OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPS_BLOCKED, OFPR_ACTION, OFPR_INVALID_TTL,
+    OFPR_NO_MATCH, OFPTT_ALL)
+
+MAX_DEPTH = 32                  # nested group buckets
+
+# Userdata of a controller action: tag, reason, table_id, max_len, cookie, metadata.
+_USERDATA = struct.Struct('!cBBHQQ')
+_USERDATA_TAG = b'C'
+NO_COOKIE = 0xffffffffffffffff  # packet-ins not caused by a rule (packet-out)
+
+IN_PORT_SHIFT = field_shift('in_port')
+IN_PORT_BITS = field_bits('in_port')
+VLAN_BITS = fields_bits(('vlan_tpid', 'vlan_tci'))
+VLAN_TCI_BITS = field_bits('vlan_tci')
+ETH_TYPE_SHIFT = field_shift('eth_type')
+ETH_TYPE_BITS = field_bits('eth_type')
+TPID_SHIFT, TCI_SHIFT = field_shift('vlan_tpid'), field_shift('vlan_tci')
+VLAN_CFI = 0x1000
+MPLS_SHIFT = field_shift('mpls_lse')
+MPLS_LSE_BITS = field_bits('mpls_lse')
+MPLS_TTL_BITS = field_bits('mpls_lse', 0xff)
+MPLS_BOS = 0x100
+NW_TTL_SHIFT = field_shift('nw_ttl')
+NW_TTL_BITS = field_bits('nw_ttl')
+L3_L4_BITS = fields_bits(('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto',
+                          'nw_tos', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst', 'tcp_flags',
+                          'arp_sha', 'arp_tha', 'nd_target'))
+IP_ANY = PREREQS['ip_dscp']
+MPLS = PREREQS['mpls_label']
+
+# Fields set_field can dirty, as (name, shift, all-ones, width in bytes).
+_COMMIT_FIELDS = tuple(
+    (name, field_shift(name), (1 << FIELD_SLICES[name][1] * 8) - 1, FIELD_SLICES[name][1])
+    for name in ('eth_dst', 'eth_src', 'vlan_tci', 'mpls_lse', 'nw_src', 'nw_dst',
+                 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos', 'nw_ttl',
+                 'tp_src', 'tp_dst', 'arp_sha', 'arp_tha'))
+
+# Action-set execution order (OF1.3 5.10); equal ranks keep insertion order.
+_ACTION_SET_ORDER = {'pop_vlan': 1, 'pop_mpls': 1, 'push_mpls': 2, 'push_vlan': 4,
+                     'dec_mpls_ttl': 6, 'dec_nw_ttl': 6, 'set_field': 7, 'set_mpls_ttl': 7,
+                     'set_nw_ttl': 7, 'set_queue': 8, 'group': 9, 'output': 10}
+
+
+def encode_userdata(reason, table_id, cookie, max_len, metadata):
+    """Userdata of the ('userspace', ...) action that stands for a packet-in."""
+    return _USERDATA.pack(_USERDATA_TAG, reason, table_id, max_len, cookie, metadata)
+
+
+def decode_userdata(userdata):
+    """(reason, table_id, cookie, max_len, metadata), or None if not a packet-in's."""
+    if len(userdata) != _USERDATA.size or userdata[:1] != _USERDATA_TAG:
+        return None
+    _, reason, table_id, max_len, cookie, metadata = _USERDATA.unpack(userdata)
+    return reason, table_id, cookie, max_len, metadata
+
+
+class XlateContext:
+    """What a translation reads besides the packet; long-lived, owned by the agent.
+
+    Args:
+        pipeline: table.Pipeline.
+        groups: group.GroupTable.
+        ports: port_no -> port with .up, .config (OFPPC_*), .state (OFPPS_*).
+        normal: callable(key) -> (odp actions, mask) for OFPP_NORMAL, or None
+            (NORMAL then drops).
+        miss_send_len: bytes of an OFPR_INVALID_TTL packet-in.
+    """
+
+    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len')
+
+    def __init__(self, pipeline, groups, ports, normal=None,
+                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN):
+        self.pipeline = pipeline
+        self.groups = groups
+        self.ports = ports
+        self.normal = normal
+        self.miss_send_len = miss_send_len
+
+
+class XlateResult:
+    """A translation.
+
+    actions: odp actions (tuple); mask: KEY_LEN bytes; rules: the Rules hit,
+    in order; groups: (Group, bucket indexes) per group executed; meters:
+    meter ids; cacheable: False if the megaflow must not be installed;
+    trace: the list of trace lines, or None.
+    """
+
+    __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'trace')
+
+
+class _Xlate:
+    """The working state of one translation (see the module docstring)."""
+
+    __slots__ = ('ctx', 'in_port', 'flow', 'metadata', 'written', 'dirty', 'changed',
+                 'differs', 'touched', 'wc', 'odp', 'undo', 'rules', 'groups', 'meters', 'stopped',
+                 'packet_out', 'depth', 'cacheable', 'trace')
+
+    def __init__(self, ctx, key, trace):
+        self.ctx = ctx
+        self.flow = int.from_bytes(key, 'big')
+        self.in_port = self.flow >> IN_PORT_SHIFT & 0xffffffff
+        self.metadata = self.written = self.dirty = 0
+        self.changed = self.differs = self.touched = 0    # for group buckets
+        self.wc = IN_PORT_BITS
+        self.odp = []
+        self.undo = None                # inside a bucket: actions that undo its pushes/pops
+        self.rules, self.groups, self.meters = [], [], []
+        self.stopped = self.packet_out = False
+        self.depth = 0
+        self.cacheable = True
+        self.trace = trace
+
+    def note(self, fmt, *args):
+        """Record a trace line (formatted only when tracing)."""
+        if self.trace is not None:
+            self.trace.append('    ' * self.depth + (fmt % args if args else fmt))
+
+    def read(self, bits):
+        """Put bits in the mask: the translation depends on them."""
+        self.wc |= bits & ~self.written
+
+    def result(self):
+        odp = self.odp
+        while odp and odp[-1][0] in ('set_masked', 'push_vlan', 'pop_vlan', 'push_mpls',
+                                     'pop_mpls'):
+            odp.pop()                   # rewrites no output will see
+        out = XlateResult()
+        out.actions = tuple(odp)
+        out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
+        out.rules, out.groups, out.meters = self.rules, self.groups, self.meters
+        out.cacheable = self.cacheable
+        out.trace = self.trace
+        return out
+
+
+def xlate(ctx, key, trace=None):
+    """Translate a flow key through the pipeline.
+
+    Args:
+        ctx: XlateContext.
+        key: flow key (KEY_LEN bytes) of the packet.
+        trace: a list to append human-readable steps to, or None.
+    Returns:
+        XlateResult.
+    """
+    x = _Xlate(ctx, key, trace)
+    port = ctx.ports.get(x.in_port)
+    if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
+        x.note('in_port %d has NO_RECV or PORT_DOWN: drop', x.in_port)
+    else:
+        _run_pipeline(x)
+    return x.result()
+
+
+def xlate_packet_out(ctx, key, actions, trace=None):
+    """Translate a PACKET_OUT's action list (output:TABLE allowed).
+
+    key's in_port is the packet-out's in_port (OFPP_CONTROLLER if none).
+    Returns an XlateResult; only its actions (and rules, for stats) matter.
+    """
+    x = _Xlate(ctx, key, trace)
+    x.packet_out = True
+    _do_actions(x, actions, None)
+    return x.result()
+
+
+def credit_stats(result, packets, nbytes, now):
+    """Credit datapath flow stats to the rules and group buckets of a translation."""
+    for rule in result.rules:
+        rule.packet_count += packets
+        rule.byte_count += nbytes
+        rule.last_used = now
+    for group, indexes in result.groups:
+        group.packet_count += packets
+        group.byte_count += nbytes
+        for index in indexes:
+            counts = group.bucket_counts[index]
+            counts[0] += packets
+            counts[1] += nbytes
+
+
+# --- the pipeline ------------------------------------------------------------
+
+def _run_pipeline(x):
+    pipeline = x.ctx.pipeline
+    action_set = {}
+    table_id = 0
+    while table_id is not None:
+        rule, consulted = pipeline.lookup(table_id, x.flow | x.metadata << METADATA_SHIFT)
+        x.read(consulted)
+        if rule is None:
+            x.note('table %d: no match: drop', table_id)
+            return
+        x.rules.append(rule)
+        if x.trace is not None:
+            x.note('table %d: priority %d cookie %#x %s', table_id, rule.priority,
+                   rule.cookie, format_match(rule.match))
+        table_id = _run_rule(x, rule, action_set)
+        if x.stopped:
+            x.stopped = False
+            return
+    if action_set:
+        if x.trace is not None:
+            x.note('action set: %s', ','.join(format_action(a) for a, _ in action_set.values()))
+        _run_action_set(x, action_set)
+        x.stopped = False
+
+
+def _run_rule(x, rule, action_set):
+    """Run a rule's instructions; return the table to go to, or None."""
+    for instruction in rule.program:
+        name = instruction[0]
+        if name == 'meter':
+            x.odp.append(('meter', instruction[1]))
+            x.meters.append(instruction[1])
+        elif name == 'apply_actions':
+            _do_actions(x, instruction[1], rule)
+            if x.stopped:
+                return None
+        elif name == 'clear_actions':
+            action_set.clear()
+        elif name == 'write_actions':
+            for action in instruction[1]:
+                slot = ('set_field', action[1]) if action[0] == 'set_field' else action[0]
+                action_set[slot] = (action, rule)
+        elif name == 'write_metadata':
+            _, value, mask = instruction
+            x.metadata = x.metadata & ~mask | value & mask
+        else:
+            return instruction[1]       # goto_table
+    return None
+
+
+def _run_action_set(x, action_set):
+    has_group = 'group' in action_set
+    for action, rule in sorted(action_set.values(), key=lambda e: _ACTION_SET_ORDER[e[0][0]]):
+        if action[0] == 'output' and has_group:
+            continue
+        _do_action(x, action, rule)
+        if x.stopped:
+            return
+
+
+def _do_actions(x, actions, rule):
+    for action in actions:
+        _do_action(x, action, rule)
+        if x.stopped:
+            return
+
+
+def _do_action(x, action, rule):
+    if x.trace is not None:
+        x.note('%s', format_action(action))
+    _ACTIONS[action[0]](x, action, rule)
+
+
+_PORT_NAMES = {OFPP_IN_PORT: 'IN_PORT', OFPP_TABLE: 'TABLE', OFPP_NORMAL: 'NORMAL',
+               OFPP_FLOOD: 'FLOOD', OFPP_ALL: 'ALL', OFPP_CONTROLLER: 'CONTROLLER',
+               OFPP_LOCAL: 'LOCAL'}
+
+
+def format_action(action):
+    """An OpenFlow action in ovs-ofctl's spirit: 'output:2', 'set_field:0x5->vlan_vid'."""
+    name = action[0]
+    if name == 'set_field':
+        return 'set_field:%#x->%s' % (action[2], action[1])
+    if name == 'output':
+        return 'output:%s' % _PORT_NAMES.get(action[1], action[1])
+    return name + ''.join(':%#x' % arg for arg in action[1:])
+
+
+# --- packet state ------------------------------------------------------------
+
+def _prereq_ok(x, prereq):
+    """Check a prerequisite (match.PREREQS form) on the working key."""
+    union, alternatives = prereq
+    x.read(union)
+    flow = x.flow
+    for mask, value in alternatives:
+        if flow & mask == value:
+            return True
+    return False
+
+
+def _write(x, bits, value):
+    """Rewrite a field of the packet: lazily, see commit."""
+    x.flow = x.flow & ~bits | value
+    x.written |= bits
+    x.changed |= bits
+    x.dirty |= bits
+
+
+def _reshape(x, bits, value):
+    """Change the key after a push or pop emitted as an action of its own."""
+    x.flow = x.flow & ~bits | value
+    x.written |= bits
+    x.changed |= bits
+    x.dirty &= ~bits
+
+
+def _record_undo(x, action, bits):
+    """Inside a bucket: remember how to undo a push or pop, and what the
+    packet's `bits` (the tag or label it adds or removes) looked like."""
+    if x.undo is not None:
+        x.undo.append((action, bits, x.differs & bits))
+
+
+def _commit(x):
+    """Emit set_masked actions for the dirty bits of the working key."""
+    dirty = x.dirty
+    if not dirty:
+        return
+    x.read(dirty)
+    flow = x.flow
+    for name, shift, ones, width in _COMMIT_FIELDS:
+        mask = dirty >> shift & ones
+        if mask:
+            value = flow >> shift & mask
+            if name == 'nw_proto':      # only arp_op rewrites it
+                x.odp.append(('set_masked', 'arp_op', value.to_bytes(2, 'big'), b'\xff\xff'))
+            else:
+                x.odp.append(('set_masked', name, value.to_bytes(width, 'big'),
+                              mask.to_bytes(width, 'big')))
+    x.differs = x.differs & ~dirty | dirty & x.changed
+    x.touched |= dirty
+    x.dirty = 0
+
+
+# --- actions -----------------------------------------------------------------
+
+def _output(x, action, rule):
+    port = action[1]
+    if port <= OFPP_MAX:
+        if port == x.in_port:
+            x.note('output:%d is the input port: skipped', port)
+        else:
+            _output_port(x, port)
+    elif port == OFPP_IN_PORT:
+        _output_port(x, x.in_port)
+    elif port == OFPP_CONTROLLER:
+        reason = OFPR_NO_MATCH if rule is not None and rule.is_table_miss else OFPR_ACTION
+        _controller(x, reason, action[2], rule)
+    elif port == OFPP_FLOOD or port == OFPP_ALL:
+        for port_no in sorted(x.ctx.ports):
+            if port_no != x.in_port:
+                _output_port(x, port_no, port == OFPP_FLOOD)
+    elif port == OFPP_NORMAL:
+        _normal(x)
+    elif port == OFPP_TABLE and x.packet_out:
+        x.packet_out = False            # no second TABLE from within the pipeline
+        _run_pipeline(x)
+        x.packet_out = True
+    else:
+        x.note('output:%#x: no such port here: dropped', port)
+
+
+def _output_port(x, port_no, flood=False):
+    port = x.ctx.ports.get(port_no)
+    if not port_is_live(port) or port.config & OFPPC_NO_FWD \
+            or flood and port.state & OFPPS_BLOCKED:
+        x.note('output:%d: port missing, down or not forwarding: skipped', port_no)
+        return
+    _commit(x)
+    x.odp.append(('output', port_no))
+
+
+def _controller(x, reason, max_len, rule):
+    port = x.ctx.ports.get(x.in_port)
+    if port is not None and port.config & OFPPC_NO_PACKET_IN:
+        x.note('controller: input port has NO_PACKET_IN: skipped')
+        return
+    _commit(x)
+    table_id, cookie = (OFPTT_ALL, NO_COOKIE) if rule is None else (rule.table_id, rule.cookie)
+    x.odp.append(('userspace', encode_userdata(reason, table_id, cookie, max_len, x.metadata)))
+
+
+def _normal(x):
+    if x.ctx.normal is None:
+        x.note('NORMAL: not available: dropped')
+        return
+    _commit(x)
+    actions, mask = x.ctx.normal(x.flow.to_bytes(KEY_LEN, 'big'))
+    x.read(int.from_bytes(mask, 'big'))
+    x.odp.extend(actions)
+
+
+def _set_field(x, action, rule):
+    _, name, value = action
+    bits, shift, prereq = SET_FIELDS[name]
+    if not _prereq_ok(x, prereq):
+        x.note('set_field %s: packet has no such field: ignored', name)
+        return
+    if name == 'vlan_vid':
+        value &= 0xfff
+    _write(x, bits, value << shift)
+
+
+def _push_vlan(x, action, rule):
+    _commit(x)
+    x.read(VLAN_TCI_BITS)
+    tci = x.flow >> TCI_SHIFT & 0xffff
+    tci = tci & ~VLAN_CFI if tci & VLAN_CFI else 0
+    x.odp.append(('push_vlan', action[1], tci))
+    _record_undo(x, ('pop_vlan',), VLAN_TCI_BITS)
+    _reshape(x, VLAN_BITS, action[1] << TPID_SHIFT | (tci | VLAN_CFI) << TCI_SHIFT)
+
+
+def _pop_vlan(x, action, rule):
+    _commit(x)
+    if x.undo is not None:
+        x.read(VLAN_BITS)
+        tci = x.flow >> TCI_SHIFT & 0xffff
+        if tci & VLAN_CFI:
+            _record_undo(x, ('push_vlan', x.flow >> TPID_SHIFT & 0xffff, tci & ~VLAN_CFI),
+                         VLAN_TCI_BITS)
+    x.odp.append(('pop_vlan',))
+    _reshape(x, VLAN_BITS, 0)
+
+
+def _push_mpls(x, action, rule):
+    _commit(x)
+    if _prereq_ok(x, MPLS):
+        x.read(MPLS_LSE_BITS)
+        lse = (x.flow >> MPLS_SHIFT & 0xffffffff) & ~MPLS_BOS
+    elif _prereq_ok(x, IP_ANY):
+        x.read(NW_TTL_BITS)
+        lse = MPLS_BOS | x.flow >> NW_TTL_SHIFT & 0xff
+    else:
+        lse = MPLS_BOS | 64
+    _record_undo(x, ('pop_mpls', x.flow >> ETH_TYPE_SHIFT & 0xffff), MPLS_LSE_BITS)
+    x.odp.append(('push_mpls', action[1], lse))
+    _reshape(x, ETH_TYPE_BITS | MPLS_LSE_BITS | L3_L4_BITS,
+             action[1] << ETH_TYPE_SHIFT | lse << MPLS_SHIFT)
+
+
+def _pop_mpls(x, action, rule):
+    if not _prereq_ok(x, MPLS):
+        x.note('pop_mpls: not an MPLS packet: ignored')
+        return
+    _commit(x)
+    if x.undo is not None:
+        x.read(MPLS_LSE_BITS)
+        _record_undo(x, ('push_mpls', x.flow >> ETH_TYPE_SHIFT & 0xffff,
+                         x.flow >> MPLS_SHIFT & 0xffffffff), MPLS_LSE_BITS)
+    x.odp.append(('pop_mpls', action[1]))
+    _reshape(x, ETH_TYPE_BITS | MPLS_LSE_BITS, action[1] << ETH_TYPE_SHIFT)
+
+
+def _set_ttl(prereq, bits, shift):
+    def set_ttl(x, action, rule):
+        if _prereq_ok(x, prereq):
+            _write(x, bits, action[1] << shift)
+    return set_ttl
+
+
+def _dec_ttl(prereq, bits, shift):
+    def dec_ttl(x, action, rule):
+        if not _prereq_ok(x, prereq):
+            return
+        x.read(bits)
+        ttl = x.flow >> shift & 0xff
+        if ttl > 1:
+            _write(x, bits, ttl - 1 << shift)
+            return
+        x.note('TTL expired: to the controller, processing stops')
+        _controller(x, OFPR_INVALID_TTL, x.ctx.miss_send_len, rule)
+        x.stopped = True
+    return dec_ttl
+
+
+def _set_queue(x, action, rule):
+    x.note('no queues: ignored')
+
+
+def _group(x, action, rule):
+    groups = x.ctx.groups
+    group = None if groups is None else groups.get(action[1])
+    if group is None:
+        x.note('group %d: no such group: dropped', action[1])
+        return
+    if x.depth >= MAX_DEPTH:
+        x.note('group %d: chain too deep: dropped', action[1])
+        x.cacheable = False
+        return
+    indexes, consulted = groups.choose(group, x.flow, x.ctx.ports)
+    x.read(consulted)
+    x.groups.append((group, tuple(indexes)))
+    for index in indexes:
+        x.note('group %d bucket %d', group.group_id, index)
+        _run_bucket(x, group.buckets[index].actions, rule)
+
+
+def _run_bucket(x, actions, rule):
+    """Run a bucket on a copy of the packet: restore the packet afterwards.
+
+    Within the bucket, `changed` holds the key bits changed since it began,
+    and `differs` the bits where the packet may differ from the key as it was
+    then (at first, the pending dirty bits).  A commit makes the packet equal
+    the key on the bits it writes, so they differ afterwards only if changed.
+    """
+    saved = x.flow, x.written, x.changed, x.differs, x.touched, x.undo
+    x.changed, x.differs, x.touched, x.undo = 0, x.dirty, 0, []
+    x.depth += 1
+    _do_actions(x, actions, rule)
+    x.depth -= 1
+    x.stopped = False
+    for action, bits, before in reversed(x.undo):
+        x.odp.append(action)
+        x.differs = x.differs & ~bits | before
+    differs, touched = x.differs, x.touched
+    x.flow, x.written, x.changed, x.differs, x.touched, x.undo = saved
+    x.dirty = differs                   # put back what the bucket rewrote
+    x.differs |= touched                # an enclosing bucket's view, conservatively
+    x.touched |= touched
+
+
+_ACTIONS = {
+    'output': _output,
+    'set_field': _set_field,
+    'push_vlan': _push_vlan,
+    'pop_vlan': _pop_vlan,
+    'push_mpls': _push_mpls,
+    'pop_mpls': _pop_mpls,
+    'set_nw_ttl': _set_ttl(IP_ANY, NW_TTL_BITS, NW_TTL_SHIFT),
+    'dec_nw_ttl': _dec_ttl(IP_ANY, NW_TTL_BITS, NW_TTL_SHIFT),
+    'set_mpls_ttl': _set_ttl(MPLS, MPLS_TTL_BITS, MPLS_SHIFT),
+    'dec_mpls_ttl': _dec_ttl(MPLS, MPLS_TTL_BITS, MPLS_SHIFT),
+    'set_queue': _set_queue,
+    'group': _group,
+}

@@ -82,6 +82,12 @@ class LinkMonitor:
         msgs = self.ipr.link('get', index=index[0])
         return flags_up(msgs[0]['flags'])
 
+    def set_admin(self, ifname, up):
+        """Take an interface administratively up or down (PORT_MOD PORT_DOWN)."""
+        index = self.ipr.link_lookup(ifname=ifname)
+        if index:
+            self.ipr.link('set', index=index[0], state='up' if up else 'down')
+
     def close(self):
         self.sock.close()
         self.ipr.close()

@@ -153,8 +153,12 @@ class PyOVSSwitch(Switch):
         return ok
 
     def connected(self):
-        "Is the switch ready to forward? (OpenFlow connection state comes with the agent.)"
-        return self.ready()
+        "Is the vswitchd up and, in secure mode, connected to a controller? (as OVSSwitch)"
+        if not self.ready():
+            return False
+        if self.failMode == 'standalone':
+            return True
+        return 'is_connected: true' in self.appctl('ofproto/show')
 
     def report_failure(self):
         try:

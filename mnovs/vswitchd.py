@@ -9,9 +9,11 @@ The process owns a Datapath (mnovs.dp) and the slow path above it, and polls:
 - the control socket (unixctl), for mnovs-appctl and Mininet's dpctl;
 and runs housekeeping once a second (megaflow expiry, MAC aging).
 
-The slow path is chosen by fail mode. `standalone` is NORMAL learning
-(mnovs.ofagent.normal). `secure` without an OpenFlow agent drops every miss,
-as OVS does in secure mode while no controller is connected.
+Above the datapath runs the OpenFlow agent (mnovs.ofagent.ofproto): active
+connections to every --controller, a passive listener on --listen for
+ovs-ofctl, and the fail mode: with no controller connected, `standalone`
+forwards with NORMAL learning and `secure` keeps its flow tables (empty at
+start, so it drops).
 
 It stops on SIGTERM, SIGINT or the `exit` command, and then removes its
 control socket and pid file.
@@ -27,10 +29,11 @@ import time
 
 from mnovs import dpctl, paths
 from mnovs.dp.datapath import Datapath
-from mnovs.dp.flow import make_mask
 from mnovs.linkmon import LinkMonitor
 from mnovs.ofagent.mac_learning import MacTable
+from mnovs.ofagent.connection import parse_target
 from mnovs.ofagent.normal import NormalSwitch
+from mnovs.ofagent.ofproto import OFProto, dpid_from_text
 from mnovs.unixctl import CommandError, UnixctlServer
 
 log = logging.getLogger('mnovs.vswitchd')
@@ -58,6 +61,16 @@ def parse_port(text):
     return name, int(number)
 
 
+def controller_target(text):
+    try:
+        parse_target(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not text.startswith('tcp:'):
+        raise argparse.ArgumentTypeError(f'bad controller "{text}": expected tcp:IP:PORT')
+    return text
+
+
 def positive(kind):
     def convert(text):
         try:
@@ -79,7 +92,7 @@ def build_parser():
     p.add_argument('--fail-mode', choices=('secure', 'standalone'), default='secure',
                    help='behaviour with no controller connected')
     p.add_argument('--controller', action='append', default=[], metavar='tcp:IP:PORT',
-                   help='OpenFlow controller (repeatable)')
+                   type=controller_target, help='OpenFlow controller (repeatable)')
     p.add_argument('--listen', type=positive(int), default=None, metavar='PORT',
                    help='passive OpenFlow port (ptcp:PORT)')
     p.add_argument('--ctl', default=None, help='control socket path')
@@ -99,14 +112,6 @@ def build_parser():
     return p
 
 
-IN_PORT_ONLY = make_mask(['in_port'])
-
-
-def drop_misses(packet, key):
-    """The secure-mode slow path with no controller: drop, cached per in_port."""
-    return (), IN_PORT_ONLY
-
-
 class Shutdown(Exception):
     """Raised by the signal handler to leave the poll loop."""
 
@@ -118,16 +123,19 @@ class VSwitchd:
         self.args = args
         self.running = True
         self.selector = selectors.DefaultSelector()
-        self.dp = Datapath(args.name, upcall=drop_misses, flow_limit=args.flow_limit,
+        self.dp = Datapath(args.name, upcall=None, flow_limit=args.flow_limit,
                            max_idle=args.max_idle / 1000.0, emc_size=args.emc_size)
-        self.normal = None
-        if args.fail_mode == 'standalone':
-            self.normal = NormalSwitch(self.dp, MacTable(args.mac_aging, args.mac_table_size))
-            self.dp.upcall = self.normal.upcall
+        self.normal = NormalSwitch(self.dp, MacTable(args.mac_aging, args.mac_table_size))
         self.links = LinkMonitor()
+        self.ofproto = OFProto(self.dp, args.name, dpid_from_text(args.dpid), args.fail_mode,
+                               self.normal, self.selector, self.links.set_admin)
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
         for name, port_no in args.port:
             self.add_port(name, port_no)
+        if args.listen:
+            self.ofproto.add_listener(f'ptcp:{args.listen}:127.0.0.1')
+        for target in args.controller:
+            self.ofproto.add_controller(target)
         self.ctl = UnixctlServer(args.ctl or paths.ctl_path(args.name))
         self.selector.register(self.ctl.sock, selectors.EVENT_READ, self.ctl.handle_accept)
         self._register_commands()
@@ -143,7 +151,8 @@ class VSwitchd:
             raise
         self.selector.register(port.sock, selectors.EVENT_READ,
                                lambda events: self._port_ready(port, events))
-        self._port_changed(port.port_no)
+        self.ofproto.port_added(port)
+        self.normal.port_changed(port.port_no)
         log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
         return port
 
@@ -153,12 +162,9 @@ class VSwitchd:
             raise CommandError(f'no port named {name}')
         self.selector.unregister(port.sock)
         self.dp.del_port(port.port_no)
-        self._port_changed(port.port_no)
+        self.ofproto.port_deleted(port.port_no)
+        self.normal.port_changed(port.port_no)
         log.info('deleted port %d: %s', port.port_no, name)
-
-    def _port_changed(self, port_no):
-        if self.normal is not None:
-            self.normal.port_changed(port_no)
 
     def _port_ready(self, port, events):
         # A port registered for reading that is reported writable has an
@@ -182,7 +188,8 @@ class VSwitchd:
                     port.clear_error()
                 port.up = up
                 log.info('port %d: %s is %s', port.port_no, name, 'up' if up else 'down')
-                self._port_changed(port.port_no)
+                self.ofproto.port_changed(port.port_no)
+                self.normal.port_changed(port.port_no)
 
     # --- control commands --------------------------------------------------
 
@@ -191,6 +198,7 @@ class VSwitchd:
         dpctl.register(ctl, self.dp)
         ctl.register('dpctl/add-if', 'IFACE[=PORT_NO]', 1, 1, self._cmd_add_if)
         ctl.register('dpctl/del-if', 'IFACE', 1, 1, self._cmd_del_if)
+        ctl.register('ofproto/show', '', 0, 0, self.ofproto.show)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
         ctl.register('version', '', 0, 0, lambda: VERSION)
@@ -210,20 +218,15 @@ class VSwitchd:
         self.del_port(name)
         return f'deleted port {name}'
 
-    def _require_normal(self):
-        if self.normal is None:
-            raise CommandError('no MAC learning: the switch is in secure fail mode')
-        return self.normal
-
     def _cmd_fdb_show(self):
-        normal = self._require_normal()
+        normal = self.normal
         lines = [' port  VLAN  MAC                Age']
         for port, vlan, mac, age in normal.macs.dump(time.monotonic()):
             lines.append(f'{port:5}  {vlan:4}  {mac.hex(":")}  {age:4}')
         return '\n'.join(lines)
 
     def _cmd_fdb_flush(self):
-        self._require_normal().flush()
+        self.normal.flush()
         return 'table successfully flushed'
 
     def _cmd_exit(self):
@@ -243,14 +246,17 @@ class VSwitchd:
                 # socket (a port deleted by a netlink event): skip it.
                 if registered.get(key.fd) is key:
                     key.data(events)
+            self.ofproto.run()
             now = time.monotonic()
             if now >= next_tick:
+                self.ofproto.run_periodic(now)
                 self.dp.run_periodic(now)
-                if self.normal is not None:
-                    self.normal.run_periodic(now)
+                self.normal.run_periodic(now)
+                self.ofproto.run()
                 next_tick = now + HOUSEKEEPING_INTERVAL
 
     def close(self):
+        self.ofproto.close()
         self.ctl.close()
         self.dp.close()
         self.links.close()
@@ -267,9 +273,6 @@ def main(argv=None):
         filename=args.log_file, level=logging.DEBUG if args.verbose else logging.INFO,
         format='%(asctime)s %(name)s %(levelname)s %(message)s')
     os.makedirs(paths.RUN_DIR, exist_ok=True)
-    if args.controller:
-        log.warning('no OpenFlow agent in this version: controllers %s are not contacted',
-                    ', '.join(args.controller))
     try:
         switch = VSwitchd(args)
     except (OSError, ValueError) as err:

@@ -96,7 +96,7 @@ class Megaflow:
     """
 
     __slots__ = ('key', 'mask', 'actions', 'packets', 'bytes', 'used',
-                 'created', 'tcp_flags', 'alive', 'key_int', 'fast_outs')
+                 'created', 'tcp_flags', 'alive', 'key_int', 'fast_outs', 'ukey')
 
     def __init__(self, key, mask, actions, now):
         if len(key) != len(mask):
@@ -113,6 +113,7 @@ class Megaflow:
         self.tcp_flags = 0
         self.alive = True
         self.fast_outs = None       # the datapath's ready-made output ports
+        self.ukey = None            # the slow path's record of it (OVS udpif_key); opaque here
 
     def __repr__(self):
         return 'Megaflow(key=%s, mask=%s, actions=%r, packets=%d)' % (

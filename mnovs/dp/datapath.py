@@ -6,9 +6,12 @@ This is mnovs's dpif-netdev. For every frame read from a port:
                       key) → megaflow classifier (tuple-space search with a
                       mask cache) → execute the flow's actions
     handle_miss:      no megaflow matched: an *upcall* hands the packet and its
-                      key to the slow path, which answers (actions, mask). The
-                      datapath installs that megaflow (flow_put) unless mask is
-                      None, then executes the actions on the packet.
+                      key to the slow path, which answers (actions, mask, ukey).
+                      The datapath installs that megaflow (flow_put) unless mask
+                      is None, then executes the actions on the packet. `ukey`
+                      is the slow path's own record of the megaflow (OVS's
+                      udpif_key: which rules to credit); the datapath keeps it
+                      on the Megaflow without looking inside.
 
 The datapath knows nothing of OpenFlow or MAC learning; the slow path is a
 callback. Its interface to the slow path is narrow: add_port/del_port,
@@ -53,9 +56,10 @@ class Datapath:
 
     Args:
         name: the switch name, for logs.
-        upcall: callable(packet, key) -> (actions, mask); mask None means
-            "execute but do not cache".
-        userspace: callable(packet, userdata) for the `userspace` action.
+        upcall: callable(packet, key) -> (actions, mask, ukey); mask None
+            means "execute but do not cache".
+        userspace: callable(packet, userdata, in_port) for the `userspace`
+            action; packet is bytes (vnet header + frame).
         flow_limit: the most megaflows kept.
         max_idle: seconds a megaflow lives without traffic.
         emc_size: microflow cache entries.
@@ -75,6 +79,7 @@ class Datapath:
         self.classifier = Classifier(KEY_LEN)
         self.emc = MicroflowCache(emc_size)
         self.n_hit = self.n_missed = self.n_lost = 0
+        self.exec_in_port = 0               # input port of the packet being executed
         self.n_megaflow_hit = 0             # hits that missed the EMC
         self.n_evicted = 0                  # megaflows dropped at flow_limit
         self.drops = {}                     # reason -> count (datapath_drop_*)
@@ -114,7 +119,7 @@ class Datapath:
 
     # --- megaflows ---------------------------------------------------------
 
-    def flow_put(self, key, mask, actions, now=None):
+    def flow_put(self, key, mask, actions, now=None, ukey=None):
         """Install (or replace the actions of) the megaflow key/mask.
 
         Returns:
@@ -125,6 +130,7 @@ class Datapath:
             self._evict(now)
         flow = Megaflow(key, mask, actions, now)
         flow.fast_outs = self._fast_outs(actions)
+        flow.ukey = ukey
         replaced = self.classifier.insert(flow)
         if replaced is not None and self.flow_deleted is not None:
             self.flow_deleted(replaced)
@@ -279,25 +285,28 @@ class Datapath:
             for out in outs:
                 out.send(packet)
         else:
+            self.exec_in_port = port_no
             odp_actions.execute(self, packet, flow.actions)
 
     def handle_miss(self, packet, key, now):
         """Upcall to the slow path, install its megaflow, execute its actions."""
         self.n_missed += 1
         try:
-            actions, mask = self.upcall(packet, key)
+            actions, mask, ukey = self.upcall(packet, key)
             if mask is not None:
-                flow = self.flow_put(key, mask, actions, now)
+                flow = self.flow_put(key, mask, actions, now, ukey)
                 flow.packets = 1
                 flow.bytes = len(packet) - VNET_HDR_LEN
                 flow.tcp_flags = key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+            self.exec_in_port = int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
             odp_actions.execute(self, packet, actions)
         except Exception:           # a slow-path bug must not stop the switch
             self.n_lost += 1
             log.exception('%s: upcall failed; packet dropped', self.name)
 
-    def execute(self, packet, actions):
-        """Run datapath actions on one packet (vnet header + frame)."""
+    def execute(self, packet, actions, in_port=0):
+        """Run datapath actions on one packet (vnet header + frame) from in_port."""
+        self.exec_in_port = in_port
         odp_actions.execute(self, packet, actions)
 
     # Callbacks of actions.execute:
@@ -313,7 +322,7 @@ class Datapath:
         if self.userspace_cb is None:
             self._count_drop('no-userspace-handler', 1)
             return
-        self.userspace_cb(bytes(packet), userdata)
+        self.userspace_cb(bytes(packet), userdata, self.exec_in_port)
 
     def _count_drop(self, reason, n):
         self.drops[reason] = self.drops.get(reason, 0) + n

@@ -53,6 +53,7 @@ VID_MASK = 0x0fff
 # The megaflow mask of every NORMAL translation.
 NORMAL_MASK = mask_of(in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
                       vlan_tci=VLAN_PRESENT | VID_MASK)
+NORMAL_BITS = int.from_bytes(NORMAL_MASK, 'big')
 DROP = ()
 
 
@@ -78,6 +79,10 @@ class NormalSwitch:
         self.dp = dp
         self.macs = mac_table if mac_table is not None else MacTable()
         self.last_pass = time.monotonic()
+        # What revalidation re-translates with: NORMAL itself in standalone
+        # mode; the OpenFlow pipeline (whose NORMAL output calls xlate)
+        # when an agent runs above.
+        self.retranslate = self.xlate
 
     def xlate(self, key):
         """Translate a flow key through NORMAL: (actions, mask), no side effects."""
@@ -98,9 +103,13 @@ class NormalSwitch:
                      if no != in_port and port.up)
 
     def upcall(self, packet, key):
-        """Handle a datapath miss: learn the source, then translate."""
+        """Handle a datapath miss: learn the source, then translate.
+
+        Returns:
+            (actions, mask, None): NORMAL keeps no per-megaflow record.
+        """
         self.learn(key, time.monotonic())
-        return self.xlate(key)
+        return self.xlate(key) + (None,)
 
     def learn(self, key, now):
         src = key[ETH_SRC]
@@ -122,23 +131,26 @@ class NormalSwitch:
         self._revalidate_to(vlan, mac)
 
     def _revalidate_to(self, vlan, mac):
-        revalidate(self.dp, self.xlate,
+        revalidate(self.dp, self.retranslate,
                    lambda flow: flow.key[ETH_DST] == mac and key_vlan(flow.key) == vlan)
 
     def port_changed(self, port_no):
         """A port went up, down, or away: forget its MACs and re-translate all."""
         self.macs.flush_port(port_no)
-        revalidate(self.dp, self.xlate)
+        revalidate(self.dp, self.retranslate)
 
     def flush(self):
         """fdb/flush: forget every MAC and every megaflow built on them."""
         self.macs.flush()
-        revalidate(self.dp, self.xlate)
+        revalidate(self.dp, self.retranslate)
 
     def run_periodic(self, now):
         """Refresh MACs of active flows, then age out the rest."""
         for flow in self.dp.flow_dump():
-            if flow.used > self.last_pass:
+            # Only megaflows that went through NORMAL know their source MAC
+            # exactly (an OpenFlow megaflow may have wildcarded it).
+            if flow.used > self.last_pass and (
+                    int.from_bytes(flow.mask, 'big') & NORMAL_BITS == NORMAL_BITS):
                 self.learn(flow.key, now)
         self.last_pass = now
         for vlan, mac in self.macs.expire(now):

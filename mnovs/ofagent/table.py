@@ -410,6 +410,18 @@ class Pipeline:
             self._remove(rule)
         return [(rule, OFPRR_GROUP_DELETE) for rule in removed]
 
+    def delete_meter_rules(self, meter_id):
+        """Remove the rules whose meter instruction names meter_id (it is gone).
+
+        Returns:
+            [(rule, OFPRR_DELETE)]: OF1.3 has no removal reason of its own
+            for this (OF1.4 adds OFPRR_METER_DELETE).
+        """
+        removed = [rule for rule in self if ('meter', meter_id) in rule.instructions]
+        for rule in removed:
+            self._remove(rule)
+        return [(rule, OFPRR_DELETE) for rule in removed]
+
     def _insert(self, rule):
         self.tables[rule.table_id].insert(rule)
         self._link_groups(rule)

@@ -41,6 +41,9 @@ def make_net():
 
     def build(topo, fail_mode='standalone', controller=None, **kwargs):
         kwargs.setdefault('switch', partial(PyOVSSwitch, failMode=fail_mode))
+        # Passive OpenFlow listeners (ptcp) from here up, one per switch, as
+        # `mn` gives them from 6654; a base apart from `mn`'s avoids clashes.
+        kwargs.setdefault('listenPort', 16654)
         net = Mininet(topo=topo, controller=controller, autoSetMacs=True, **kwargs)
         nets.append(net)
         net.start()

@@ -50,7 +50,7 @@ def test_replacing_a_megaflow_reports_the_old_one():
 
 
 def test_miss_installs_megaflow_and_executes():
-    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), MASK))
+    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), MASK, None))
     dp.ports[2] = fake_port(2)
     packet = bytes(10) + bytes(60)
     dp.handle_miss(memoryview(packet), key(5), now=1.0)
@@ -61,7 +61,7 @@ def test_miss_installs_megaflow_and_executes():
 
 
 def test_uncacheable_translation_executes_without_installing():
-    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), None))
+    dp = Datapath('t', upcall=lambda packet, k: ((('output', 2),), None, None))
     dp.ports[2] = fake_port(2)
     dp.handle_miss(memoryview(bytes(70)), key(5), now=1.0)
     assert dp.flow_dump() == [] and len(dp.ports[2].sent) == 1

@@ -1,0 +1,459 @@
+"""The OpenFlow switch above the datapath: ofproto, ofproto-dpif and connmgr in one.
+
+An OFProto owns one switch's OpenFlow state: the flow tables (table.py),
+groups (group.py), meters (configured into the datapath's MeterTable), the
+OpenFlow view of the ports, the controller connections, and buffered
+packets. It meets the datapath at three points, as OVS's ofproto-dpif does:
+
+- upcall(packet, key): a datapath miss. The packet's key goes through the
+  pipeline (xlate.py); the answer is the datapath actions, the megaflow mask,
+  and a ukey: our record of the megaflow, which remembers the translation so
+  that its statistics can be credited to the rules and buckets it used.
+- userspace(packet, userdata, in_port): a ('userspace', ...) action ran; the
+  userdata says it is a packet-in, which goes to the controllers.
+- flow_deleted(flow): a megaflow left the datapath (idle, evicted, deleted);
+  its last statistics are credited.
+
+Statistics flow up (push_stats, OVS's revalidator "push"): every second, and
+before any reply that reports counters, each megaflow's packet and byte
+deltas are added to the rules and group buckets of its translation, and the
+rules' last-used time moves with the megaflow's. Idle timeouts therefore
+count packets that never left the datapath.
+
+Changes flow down (revalidate): a flow_mod, group_mod, meter_mod, port change
+or controller change sets `need_revalidate`; after the current batch of
+events every megaflow is translated again from its own key and deleted if
+its actions, mask, or the rules it credits changed. BARRIER waits for this.
+MAC learning changes revalidate through NormalSwitch, which calls back
+`retranslate` here.
+
+Fail modes, as OVS: while no controller connection is up, `standalone`
+forwards with NORMAL (mnovs.ofagent.normal) and `secure` keeps its flows and
+drops what would go to a controller. Passive connections (ovs-ofctl on the
+listen port) are not controllers for this purpose. The change between the two
+regimes flushes the datapath.
+
+Message handling is in handlers.py; multipart replies in stats.py.
+"""
+
+import logging
+import os
+import time
+
+from mnovs.dp.flow import flow_extract
+from mnovs.dp.offload import VNET_HDR_LEN, segment
+from mnovs.ofagent import codec
+from mnovs.ofagent.connection import ActiveTarget, PassiveListener
+from mnovs.ofagent.group import GroupTable
+from mnovs.ofagent.handlers import handle_message
+from mnovs.ofagent.messages import Port as PortDesc
+from mnovs.ofagent.ofp import (
+    OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
+    OFPCR_ROLE_EQUAL, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFF_SEND_FLOW_REM,
+    OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD, OFPPR_DELETE, OFPPR_MODIFY,
+    OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
+from mnovs.ofagent.table import Pipeline
+from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 5.0          # seconds of silence before an echo request (OVS's default)
+N_BUFFERS = 256
+BUFFER_LIFETIME = 5.0         # seconds a buffered packet waits for its packet-out
+PORT_SPEED_KBPS = 10_000_000  # veths have no speed; report 10 Gbit/s like OVS does
+
+# Async config per role: (master/equal mask, slave mask), OF1.3 7.3.10 defaults.
+DEFAULT_ASYNC = {
+    'packet_in': (0b111, 0b000),         # NO_MATCH, ACTION, INVALID_TTL
+    'port_status': (0b111, 0b111),       # ADD, DELETE, MODIFY
+    'flow_removed': (0b1111, 0b0000),    # IDLE, HARD, DELETE, GROUP_DELETE
+}
+VNET_NONE = bytes(VNET_HDR_LEN)
+ROLE_NAMES = {1: 'equal', 2: 'master', 3: 'slave'}          # a vnet header that asks nothing of the kernel
+
+
+class OFPort:
+    """The OpenFlow view of a datapath port: config bits and description."""
+
+    __slots__ = ('port_no', 'name', 'hw_addr', 'config', 'dp_port', 'created')
+
+    def __init__(self, dp_port, now):
+        self.port_no = dp_port.port_no
+        self.name = dp_port.name
+        self.hw_addr = read_hw_addr(dp_port.name)
+        self.config = 0
+        self.dp_port = dp_port
+        self.created = now
+
+    @property
+    def up(self):
+        return self.dp_port.up and not self.config & OFPPC_PORT_DOWN
+
+    @property
+    def state(self):
+        return OFPPS_LIVE if self.dp_port.up else OFPPS_LINK_DOWN
+
+    def desc(self):
+        """The ofp_port description (PORT_DESC, PORT_STATUS)."""
+        return PortDesc(self.port_no, self.hw_addr, self.name, self.config, self.state,
+                        curr=OFPPF_10GB_FD | OFPPF_COPPER, curr_speed=PORT_SPEED_KBPS,
+                        max_speed=PORT_SPEED_KBPS)
+
+
+def read_hw_addr(ifname):
+    try:
+        with open(f'/sys/class/net/{ifname}/address') as f:
+            return bytes.fromhex(f.read().strip().replace(':', ''))
+    except (OSError, ValueError):
+        return bytes(6)
+
+
+class Ukey:
+    """Our record of one megaflow (OVS udpif_key): its translation, stats pushed."""
+
+    __slots__ = ('result', 'packets', 'bytes')
+
+    def __init__(self, result):
+        self.result = result
+        self.packets = self.bytes = 0
+
+
+class PacketBuffers:
+    """Packets held for the controller (buffer_id in PACKET_IN), OVS pktbuf style.
+
+    A buffer id is a slot number in the low 8 bits and a generation above it,
+    so a stale id is told from a reused slot.
+    """
+
+    def __init__(self, size=N_BUFFERS):
+        assert size <= 256, 'the slot number must fit the low 8 bits of a buffer id'
+        self.size = size
+        self.slots = [None] * size      # (buffer_id, frame, in_port, stored at)
+        self.next = 0
+
+    def store(self, frame, in_port, now):
+        slot = self.next % self.size
+        buffer_id = ((self.next // self.size) << 8 | slot) & 0x7fffffff
+        self.slots[slot] = (buffer_id, bytes(frame), in_port, now)
+        self.next += 1
+        return buffer_id
+
+    def take(self, buffer_id, now):
+        """Return (frame, in_port) of a buffered packet; it can be taken once.
+
+        Raises:
+            OFPError: BUFFER_UNKNOWN for an id never given or too old,
+                BUFFER_EMPTY for one already used.
+        """
+        slot = buffer_id & 0xff
+        entry = self.slots[slot] if slot < self.size else None
+        if entry is None or entry[0] != buffer_id:
+            raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN)
+        if entry[1] is None:
+            raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_EMPTY)
+        if now - entry[3] > BUFFER_LIFETIME:
+            raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BUFFER_UNKNOWN)
+        self.slots[slot] = (buffer_id, None, entry[2], entry[3])
+        return entry[1], entry[2]
+
+
+class OFProto:
+    """One switch's OpenFlow agent over a Datapath.
+
+    Args:
+        dp: the Datapath (mnovs.dp.datapath).
+        name: switch name (DESC's dp_desc, logs).
+        dpid: datapath id, an int.
+        fail_mode: 'secure' or 'standalone'.
+        normal: the NormalSwitch that serves NORMAL and fail-open mode.
+        set_link_admin: callable(ifname, up) to take an interface up or down
+            (PORT_MOD's OFPPC_PORT_DOWN), or None.
+    """
+
+    def __init__(self, dp, name, dpid, fail_mode, normal, selector, set_link_admin=None):
+        now = time.monotonic()
+        self.dp = dp
+        self.name = name
+        self.dpid = dpid
+        self.fail_mode = fail_mode
+        self.normal = normal
+        self.selector = selector
+        self.set_link_admin = set_link_admin
+        self.started = now
+        self.groups = GroupTable()
+        self.meter_configs = {}             # meter_id -> MeterMod as installed
+        self.pipeline = Pipeline(groups=self.groups,
+                                 meter_exists=lambda meter_id: meter_id in self.meter_configs)
+        self.ports = {}                     # port_no -> OFPort
+        self.ctx = XlateContext(self.pipeline, self.groups, self.ports, normal=self._normal)
+        self.config_flags = 0
+        self.buffers = PacketBuffers()
+        self.targets = []                   # ActiveTarget / PassiveListener
+        self.channels = set()               # connections past HELLO
+        self.need_revalidate = False
+        self.generation_id = None           # last master/slave generation (ROLE_REQUEST)
+        self.was_fail_open = self.fail_open()
+        self.normal_used = False
+        self.n_packet_in = 0
+        dp.upcall = self.upcall
+        dp.userspace_cb = self.userspace
+        dp.flow_deleted = self.flow_deleted
+        normal.retranslate = self.retranslate
+
+    # --- controllers ---------------------------------------------------------
+
+    def add_controller(self, target):
+        """Connect to tcp:IP:PORT, and keep reconnecting."""
+        active = ActiveTarget(target, self.selector, self._on_channel,
+                              self._on_message, self._on_close)
+        self.targets.append(active)
+        active.run(time.monotonic())
+
+    def add_listener(self, target):
+        """Accept OpenFlow connections on ptcp:PORT[:IP] (ovs-ofctl, dpctl)."""
+        self.targets.append(PassiveListener(target, self.selector, self._on_channel,
+                                            self._on_message, self._on_close))
+
+    def _on_channel(self, channel):
+        channel.send(codec.encode(codec.Hello()))
+
+    def _on_message(self, channel, raw):
+        handle_message(self, channel, raw)
+
+    def _on_close(self, channel):
+        self.channels.discard(channel)
+        self.check_fail_mode()
+
+    def connection_up(self, channel):
+        """HELLO done: the channel takes part in the session."""
+        channel.role = OFPCR_ROLE_EQUAL
+        channel.async_config = dict(DEFAULT_ASYNC)
+        self.channels.add(channel)
+        self.check_fail_mode()
+
+    def is_controller(self, channel):
+        return any(getattr(t, 'channel', None) is channel for t in self.targets)
+
+    def fail_open(self):
+        """True while NORMAL forwards: standalone with no controller connected."""
+        return self.fail_mode == 'standalone' and not any(
+            self.is_controller(c) for c in self.channels)
+
+    def check_fail_mode(self):
+        """Flush the datapath when forwarding switches between NORMAL and the tables."""
+        fail_open = self.fail_open()
+        if fail_open != self.was_fail_open:
+            self.was_fail_open = fail_open
+            log.info('%s: %s', self.name, 'no controller: NORMAL forwarding (standalone)'
+                     if fail_open else 'controller connected: OpenFlow tables forward')
+            self.dp.flow_flush()
+
+    def send_async(self, kind, reason, msg):
+        """Send an asynchronous message to every channel whose async config wants it."""
+        data = None
+        for channel in self.channels:
+            masks = channel.async_config[kind]
+            mask = masks[1] if channel.role == OFPCR_ROLE_SLAVE else masks[0]
+            if mask >> reason & 1:
+                data = data or codec.encode(msg)
+                channel.send(data)
+
+    # --- the datapath's callbacks ------------------------------------------
+
+    def _normal(self, key):
+        self.normal_used = True
+        return self.normal.xlate(key)
+
+    def upcall(self, packet, key):
+        """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
+        if self.fail_open():
+            return self.normal.upcall(packet, key)
+        self.normal_used = False
+        result = xlate(self.ctx, key)
+        if self.normal_used:
+            # NORMAL learns as a side effect of the upcall (never of a
+            # revalidation); what it learns can change the answer.
+            self.normal.learn(key, time.monotonic())
+            result = xlate(self.ctx, key)
+        if not result.cacheable:
+            credit_stats(result, 1, len(packet) - VNET_HDR_LEN, time.monotonic())
+            return result.actions, None, None
+        return result.actions, result.mask, Ukey(result)
+
+    def retranslate(self, key):
+        """Pure translation, for revalidation: (actions, mask)."""
+        if self.fail_open():
+            return self.normal.xlate(key)
+        result = xlate(self.ctx, key)
+        return result.actions, result.mask
+
+    def userspace(self, packet, userdata, in_port):
+        """A ('userspace', userdata) action ran: send the packet to the controllers."""
+        decoded = decode_userdata(userdata)
+        if decoded is None:
+            return
+        reason, table_id, cookie, max_len, metadata = decoded
+        # The controller gets frames as they are on the wire: a GSO frame is
+        # cut and its checksums finished here, as the kernel would have.
+        frames = segment(packet)
+        if not frames:
+            self.dp._count_drop('packet-in-malformed', 1)
+        now = time.monotonic()
+        for frame in frames:
+            self.packet_in(frame, in_port, reason, table_id, cookie, max_len, metadata, now)
+
+    def packet_in(self, frame, in_port, reason, table_id, cookie, max_len, metadata, now):
+        buffer_id = OFP_NO_BUFFER
+        data = frame
+        if max_len != OFPCML_NO_BUFFER and len(frame) > max_len:
+            buffer_id = self.buffers.store(frame, in_port, now)
+            data = frame[:max_len]
+        match = {'in_port': (in_port, None)}
+        if metadata:
+            match['metadata'] = (metadata, None)
+        self.n_packet_in += 1
+        self.send_async('packet_in', reason, codec.PacketIn(
+            buffer_id, len(frame), reason, table_id, cookie, match, bytes(data)))
+
+    def flow_deleted(self, flow):
+        self._push(flow, flow.ukey)
+
+    # --- statistics and revalidation ----------------------------------------
+
+    @staticmethod
+    def _push(flow, ukey):
+        if ukey is None or flow.packets == ukey.packets:
+            return
+        credit_stats(ukey.result, flow.packets - ukey.packets, flow.bytes - ukey.bytes,
+                     flow.used)
+        ukey.packets, ukey.bytes = flow.packets, flow.bytes
+
+    def push_stats(self, now=None):
+        """Credit every megaflow's new packets and bytes to its rules and buckets."""
+        for flow in self.dp.flow_dump():
+            self._push(flow, flow.ukey)
+
+    def revalidate(self):
+        """Delete every megaflow whose translation is no longer what it caches."""
+        self.need_revalidate = False
+        if self.fail_open():
+            return
+
+        def stale(flow):
+            ukey = flow.ukey
+            if ukey is None:
+                return True
+            result = xlate(self.ctx, flow.key)
+            old = ukey.result
+            return (result.actions != flow.actions or result.mask != flow.mask
+                    or result.rules != old.rules or result.groups != old.groups)
+        self.dp.flow_del_if(stale)
+
+    def run(self):
+        """After each batch of events: revalidate if anything changed."""
+        if self.need_revalidate:
+            self.revalidate()
+
+    def run_periodic(self, now):
+        """Once a second: stats, timeouts, connections, buffers."""
+        self.push_stats(now)
+        removed = self.pipeline.expire(now)
+        if removed:
+            self.rules_removed(removed, now)
+            self.need_revalidate = True
+        for target in self.targets:
+            if isinstance(target, ActiveTarget):
+                target.run(now)
+        for channel in list(self.channels):
+            self._probe(channel, now)
+
+    def _probe(self, channel, now):
+        silence = now - channel.last_rx
+        if silence > 2 * PROBE_INTERVAL:
+            log.info('%s: %s silent for %.0f s; disconnecting', self.name, channel.name, silence)
+            channel.close()
+        elif silence > PROBE_INTERVAL and not channel.probe_sent:
+            channel.probe_sent = True
+            channel.send(codec.encode(codec.EchoRequest()))
+
+    def rules_removed(self, removed, now):
+        """Send FLOW_REMOVED for removed rules that asked for it."""
+        for rule, reason in removed:
+            if not rule.flags & OFPFF_SEND_FLOW_REM:
+                continue
+            duration = now - rule.created
+            self.send_async('flow_removed', reason, codec.FlowRemoved(
+                rule.cookie, rule.priority, reason, rule.table_id, int(duration),
+                int(duration % 1 * 1e9), rule.idle_timeout, rule.hard_timeout,
+                rule.packet_count, rule.byte_count, rule.match))
+
+    # --- ports -----------------------------------------------------------------
+
+    def port_added(self, dp_port):
+        port = OFPort(dp_port, time.monotonic())
+        self.ports[port.port_no] = port
+        self._port_status(OFPPR_ADD, port)
+
+    def port_deleted(self, port_no):
+        port = self.ports.pop(port_no, None)
+        if port is not None:
+            self._port_status(OFPPR_DELETE, port)
+
+    def port_changed(self, port_no):
+        port = self.ports.get(port_no)
+        if port is not None:
+            self._port_status(OFPPR_MODIFY, port)
+
+    def _port_status(self, reason, port):
+        self.need_revalidate = True
+        self.send_async('port_status', reason, codec.PortStatus(reason, port.desc()))
+
+    # --- packets from the controller ------------------------------------------
+
+    def execute_frame(self, frame, in_port, actions):
+        """Send a frame (no vnet header) through datapath actions."""
+        self.dp.execute(VNET_NONE + frame, actions, in_port)
+
+    def run_buffered(self, buffer_id, now):
+        """A flow_mod named a buffered packet: send it through the tables."""
+        frame, in_port = self.buffers.take(buffer_id, now)
+        key, _ = flow_extract(memoryview(frame), in_port)
+        if key is None:
+            return
+        result = xlate(self.ctx, key)
+        credit_stats(result, 1, len(frame), now)
+        self.execute_frame(frame, in_port, result.actions)
+
+    def show(self):
+        """Text of ofproto/show: like `ovs-vsctl show` for this bridge."""
+        regime = 'NORMAL (no controller)' if self.fail_open() else 'OpenFlow tables'
+        lines = [f'Bridge {self.name} (dpid {self.dpid:016x})',
+                 f'    fail_mode: {self.fail_mode}; forwarding by {regime}']
+        for target in self.targets:
+            if isinstance(target, ActiveTarget):
+                channel = target.channel
+                connected = channel is not None and channel in self.channels
+                lines.append(f'    Controller "{target.target}"')
+                lines.append(f'        is_connected: {"true" if connected else "false"}')
+                if connected:
+                    lines.append(f'        role: {ROLE_NAMES.get(channel.role, channel.role)}')
+            else:
+                lines.append(f'    Listener "{target.target}" '
+                             f'({len(target.channels)} connections)')
+        for port_no, port in sorted(self.ports.items()):
+            state = 'up' if port.up else 'down'
+            lines.append(f'    Port {port.name} (OpenFlow port {port_no}, {state}, '
+                         f'config 0x{port.config:x})')
+        lines.append(f'    flow tables: {sum(len(t) for t in self.pipeline.tables)} rules; '
+                     f'groups: {len(self.groups)}; meters: {len(self.meter_configs)}; '
+                     f'packet-ins sent: {self.n_packet_in}')
+        return '\n'.join(lines)
+
+    def close(self):
+        for target in self.targets:
+            target.close()
+
+
+def dpid_from_text(text):
+    """Parse a datapath id given as hex digits (Mininet's form)."""
+    return int(text, 16) if text else int.from_bytes(os.urandom(6), 'big')

@@ -37,6 +37,7 @@ import time
 from mnovs.dp import actions as odp_actions
 from mnovs.dp.classifier import Classifier, Megaflow
 from mnovs.dp.emc import MicroflowCache
+from mnovs.dp.meter import MeterTable
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract
 from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KERNEL,
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
@@ -78,6 +79,7 @@ class Datapath:
         self.ports = {}                     # port_no -> Port
         self.classifier = Classifier(KEY_LEN)
         self.emc = MicroflowCache(emc_size)
+        self.meters = MeterTable()          # rate limiters for the 'meter' action
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
         self.n_megaflow_hit = 0             # hits that missed the EMC

@@ -32,11 +32,12 @@ from mnovs.ofagent.ofp import (
     OFPM_ALL, OFPM_MAX, OFPMBT_DROP, OFPMC_ADD, OFPMC_DELETE, OFPMC_MODIFY, OFPMF_BURST,
     OFPMF_KBPS, OFPMF_PKTPS, OFPMF_STATS, OFPMMFC_BAD_BAND, OFPMMFC_BAD_COMMAND,
     OFPMMFC_BAD_FLAGS, OFPMMFC_BAD_RATE, OFPMMFC_INVALID_METER, OFPMMFC_METER_EXISTS,
+    OFPMMFC_OUT_OF_BANDS, OFPMMFC_OUT_OF_METERS,
     OFPMMFC_UNKNOWN_METER, OFPP_ANY, OFPP_MAX, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
     OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPMFC_BAD_CONFIG, OFPPMFC_BAD_HW_ADDR, OFPPMFC_BAD_PORT,
     OFPQOFC_BAD_PORT, OFPRRFC_STALE, OFPSCFC_BAD_FLAGS, OFPTMFC_BAD_TABLE,
     OFPTT_ALL, OFPError)
-from mnovs.ofagent.stats import multipart_reply_body
+from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, multipart_reply_body
 from mnovs.ofagent.table import check_actions
 from mnovs.ofagent.xlate import credit_stats, xlate_packet_out
 from mnovs.dp.flow import flow_extract
@@ -229,6 +230,8 @@ def on_meter_mod(ofproto, channel, msg, now):
         raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_METER_EXISTS)
     if command == OFPMC_MODIFY and not exists:
         raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_UNKNOWN_METER)
+    if not exists and len(ofproto.meter_configs) >= MAX_METERS:
+        raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_OUT_OF_METERS)
     unit, bands = meter_bands(msg)
     ofproto.dp.meters.set(meter_id, unit, bands, now)
     ofproto.meter_configs[meter_id] = msg
@@ -244,6 +247,8 @@ def meter_bands(msg):
         raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_BAD_FLAGS)
     if not msg.bands:
         raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_BAD_BAND)
+    if len(msg.bands) > MAX_BANDS:
+        raise OFPError(OFPET_METER_MOD_FAILED, OFPMMFC_OUT_OF_BANDS)
     bands = []
     for band in msg.bands:
         # DSCP remarking would need a datapath action that rewrites only the

@@ -22,8 +22,8 @@ What each reports, and where it departs from the obvious:
   match.py compiles (every one may be wildcarded), and the fields set_field
   can rewrite.  The _MISS properties are left out: the spec (1.3.1+, 7.3.5.18)
   says an omitted miss property equals the regular one, and ours are equal.
-  About 1 KB per table, so the reply is ~250 KB in 4 messages.  A request
-  with a body (table reconfiguration) is refused with EPERM, as by OVS.
+  Under 1 KB per table: the reply is ~220 KB, 4 messages.  A request with
+  a body (table reconfiguration) is refused with EPERM: tables are fixed.
 - PORT_STATS: the datapath port's counters; a counter the port does not keep
   (tx_errors, rx_frame_err, ...) is all ones, the spec's "unsupported".
 - QUEUE: there are no queues.  As in OVS: an unknown port is BAD_PORT, a
@@ -32,8 +32,9 @@ What each reports, and where it departs from the obvious:
   to the group, as the spec defines it.  An unknown group id gets an empty
   reply (OVS does the same).
 - METER, METER_CONFIG: the meters the agent installed (ofproto.meter_configs),
-  counters from the datapath MeterTable, whatever OFPMF_STATS says (OVS too
-  reports them always).  An unknown meter id gets an empty reply.
+  counters from the datapath MeterTable, which keeps them whatever
+  OFPMF_STATS says, so they are reported always.  An unknown meter id gets
+  an empty reply.
 - GROUP_FEATURES, METER_FEATURES: constants; see below.
 """
 
@@ -59,7 +60,7 @@ from mnovs.ofagent.ofp import (
 from mnovs.ofagent.ofp_actions import ACTIONS, INSTRUCTIONS
 from mnovs.ofagent.oxm import OXM_FIELDS
 # table.py keeps the one list of actions xlate performs; read it, don't restate it.
-from mnovs.ofagent.table import _SUPPORTED_ACTIONS
+from mnovs.ofagent.table import SUPPORTED_ACTIONS
 
 MFR_DESC = 'mnovs'
 HW_DESC = 'mnovs userspace datapath'
@@ -74,7 +75,7 @@ _PORT_COUNTERS = ('rx_packets', 'tx_packets', 'rx_bytes', 'tx_bytes', 'rx_droppe
                   'rx_crc_err', 'collisions')
 
 # What the pipeline accepts, as OFPAT_* numbers and OXM field names (in OXM order).
-_ACTION_TYPES = tuple(sorted(ACTIONS[name][0] for name in _SUPPORTED_ACTIONS))
+_ACTION_TYPES = tuple(sorted(ACTIONS[name][0] for name in SUPPORTED_ACTIONS))
 _ACTION_BITMAP = sum(1 << number for number in _ACTION_TYPES)
 _MATCH_FIELDS = tuple(f.name for f in OXM_FIELDS if f.name in OXM_BITS)
 _SET_FIELDS = tuple(f.name for f in OXM_FIELDS if f.name in SET_FIELDS)
@@ -173,9 +174,8 @@ def _table_features(ofproto, body, now):
 def _features_of(max_rules):
     """TABLE_FEATURES entries for tables with these limits (computed once).
 
-    Tables are named 'table<N>', as ovs-ofctl names unnamed tables; OVS's
-    old 'classifier' for table 0 would suggest that table is special, and
-    in mnovs it is not.
+    Every table is named 'table<N>'.  OVS once called table 0 'classifier';
+    in mnovs no table is special, so one scheme names them all.
     """
     n_tables = len(max_rules)
     return tuple(TableFeatures(table_id, f'table{table_id}', U64_MAX, U64_MAX, 0,

@@ -63,7 +63,7 @@ _INSTRUCTION_ORDER = {'meter': 0, 'apply_actions': 1, 'clear_actions': 2,
                       'write_actions': 3, 'write_metadata': 4, 'goto_table': 5}
 _ACTION_LISTS = ('apply_actions', 'write_actions')
 # Actions xlate can perform; copy_ttl_in/out and PBB are not supported.
-_SUPPORTED_ACTIONS = frozenset((
+SUPPORTED_ACTIONS = frozenset((
     'output', 'set_mpls_ttl', 'dec_mpls_ttl', 'push_vlan', 'pop_vlan', 'push_mpls',
     'pop_mpls', 'set_queue', 'group', 'set_nw_ttl', 'dec_nw_ttl', 'set_field'))
 
@@ -462,7 +462,7 @@ def check_actions(actions, groups, packet_out=False):
     """
     for action in actions:
         name = action[0]
-        if name not in _SUPPORTED_ACTIONS:
+        if name not in SUPPORTED_ACTIONS:
             raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_TYPE)
         if name == 'output' and action[1] == OFPP_TABLE and not packet_out:
             raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_PORT)

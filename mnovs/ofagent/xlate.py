@@ -481,7 +481,13 @@ def _normal(x):
     _commit(x)
     actions, mask = x.ctx.normal(x.flow.to_bytes(KEY_LEN, 'big'))
     x.read(int.from_bytes(mask, 'big'))
-    x.odp.extend(actions)
+    for action in actions:
+        # NORMAL's outputs obey OpenFlow port config like any other output.
+        port = x.ctx.ports.get(action[1]) if action[0] == 'output' else None
+        if action[0] == 'output' and (not port_is_live(port) or port.config & OFPPC_NO_FWD):
+            x.note('NORMAL: output:%d: port down or NO_FWD: skipped', action[1])
+            continue
+        x.odp.append(action)
 
 
 def _set_field(x, action, rule):

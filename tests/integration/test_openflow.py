@@ -40,7 +40,9 @@ def ryu():
                     break
             assert proc.poll() is None, open(log.name).read()
             time.sleep(0.1)
-        return RemoteController('c0', ip='127.0.0.1', port=port)
+        controller = RemoteController('c0', ip='127.0.0.1', port=port)
+        controller.ryu_process = proc
+        return controller
 
     yield start
     for proc, log in procs:
@@ -97,8 +99,8 @@ def test_standalone_falls_back_to_normal_when_controller_goes(make_net, ryu):
     net = make_net(SingleSwitchTopo(2), fail_mode='standalone', controller=controller)
     wait_connected(net)
     assert net.pingAll() == 0
-    controller.stop()
-    net.controllers[0].stop()
+    controller.ryu_process.terminate()
+    controller.ryu_process.wait(5)
     s1 = net.get('s1')
     deadline = time.monotonic() + 15
     while 'is_connected: true' in s1.dpctl('ofproto/show'):
@@ -140,7 +142,7 @@ def test_ofctl_mod_port_no_fwd(make_net):
 def test_select_group_spreads_and_meter_caps_udp(make_net, iperf3):
     net = make_net(SingleSwitchTopo(4), fail_mode='secure')
     s1, h1, h2 = net.get('s1', 'h1', 'h2')
-    ofctl(s1, 'add-flow', 'actions=NORMAL')
+    ofctl(s1, 'add-flow', 'priority=1,actions=NORMAL')
     net.pingAll()
     # SELECT: ten flows to h2's MAC are spread over ports 2..4 by a flow hash.
     ofctl(s1, 'add-group', 'group_id=1,type=select,bucket=output:2,bucket=output:3,'

@@ -74,7 +74,7 @@ def switch():
             ('apply_actions', (('output', ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER),)),)))
     for when, fm in zip((10.0, 20.0, 30.5), flow_mods):
         pipeline.flow_mod(fm, when)
-    for rule, count in zip(pipeline, (5, 7, 9)):
+    for rule, count in zip(pipeline, (5, 7, 9)):        # best first: tcp, in_port, miss
         rule.packet_count, rule.byte_count = count, count * 100
     group = groups.get(1)
     group.packet_count, group.byte_count, group.bucket_counts = 4, 400, [[4, 400], [4, 400]]
@@ -128,15 +128,16 @@ def test_flow_stats(switch):
     body = reply(switch, ofp.OFPMP_FLOW, FlowStatsRequest())
     assert switch.pushed == [NOW]
     assert [(s.table_id, s.priority, s.cookie, s.packet_count, s.byte_count) for s in body] == [
-        (0, 200, 0x20, 7, 700), (0, 100, 0x10, 5, 500), (1, 0, 0, 9, 900)]
+        (0, 200, 0x20, 5, 500), (0, 100, 0x10, 7, 700), (1, 0, 0, 9, 900)]
     tcp, in_port, miss = body
-    assert (in_port.duration_sec, in_port.duration_nsec, in_port.idle_timeout) == (90, 250_000_000, 30)
+    assert (in_port.duration_sec, in_port.duration_nsec, in_port.idle_timeout) == (
+        90, 250_000_000, 30)
     assert (miss.duration_sec, miss.duration_nsec) == (69, 750_000_000)
     assert tcp.flags == ofp.OFPFF_SEND_FLOW_REM and tcp.match == TCP_80
     assert ('meter', 1) in tcp.instructions
     entries = ryu_entries(ofp.OFPMP_FLOW, body)
     assert [(e.table_id, e.priority, e.packet_count, e.duration_sec) for e in entries] == [
-        (0, 200, 7, 80), (0, 100, 5, 90), (1, 0, 9, 69)]
+        (0, 200, 5, 80), (0, 100, 7, 90), (1, 0, 9, 69)]
     assert entries[0].match['tcp_dst'] == 80
     assert {type(i).__name__ for i in entries[0].instructions} == {
         'OFPInstructionGotoTable', 'OFPInstructionMeter', 'OFPInstructionActions'}
@@ -159,7 +160,7 @@ def test_aggregate_stats(switch):
     assert (body.packet_count, body.byte_count, body.flow_count) == (21, 2100, 3)
     assert switch.pushed == [NOW]
     one = reply(switch, ofp.OFPMP_AGGREGATE, FlowStatsRequest(table_id=0, out_port=2))
-    assert (one.packet_count, one.byte_count, one.flow_count) == (5, 500, 1)
+    assert (one.packet_count, one.byte_count, one.flow_count) == (7, 700, 1)
     stats = ryu_entries(ofp.OFPMP_AGGREGATE, body)
     assert (stats.packet_count, stats.byte_count, stats.flow_count) == (21, 2100, 3)
 
@@ -244,7 +245,7 @@ def test_table_features_split_over_messages(switch):
     assert [a.type for a in first[o.OFPTFPT_APPLY_ACTIONS].action_ids] == list(
         properties(body[0])[ofp.OFPTFPT_APPLY_ACTIONS])
     oxm = {i.type: i.hasmask for i in first[o.OFPTFPT_MATCH].oxm_ids}
-    assert oxm['in_port'] is False and oxm['ipv4_src'] is True
+    assert (oxm['in_port'], oxm['ipv4_src']) == (0, 1)
     assert len(oxm) == len(properties(body[0])[ofp.OFPTFPT_MATCH])
     setfield = [i.type for i in first[o.OFPTFPT_WRITE_SETFIELD].oxm_ids]
     assert setfield == list(properties(body[0])[ofp.OFPTFPT_WRITE_SETFIELD])
@@ -372,7 +373,7 @@ def test_meter_features(switch):
         MAX_METERS, 1 << ofp.OFPMBT_DROP, MAX_BANDS, 0)
     assert body.capabilities == (ofp.OFPMF_KBPS | ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
                                  | ofp.OFPMF_STATS)
-    features = ryu_entries(ofp.OFPMP_METER_FEATURES, body)
+    (features,) = ryu_entries(ofp.OFPMP_METER_FEATURES, body)     # Ryu: a list of one
     assert (features.max_meter, features.band_types, features.max_bands) == (
         MAX_METERS, 1 << ofp.OFPMBT_DROP, MAX_BANDS)
 

@@ -1,43 +1,83 @@
-"""Link state of the switch's interfaces, through rtnetlink (pyroute2).
+"""Link state of the switch's interfaces, through rtnetlink (pyroute2's messages).
 
 A port is usable when its interface is administratively up and has carrier
 (IFF_UP and IFF_LOWER_UP). Mininet's `link s1 s2 down` takes both ends of a
 veth down; the kernel then tells every RTNLGRP_LINK listener. The monitor
-turns those messages into (ifname, up) events for the vswitchd, which keeps
-the state on its Port objects and lets the slow path revalidate.
+turns those messages into (ifname, up, deleted) events for the vswitchd,
+which keeps the state on its Port objects and lets the slow path revalidate.
+It also sets links up or down (a new port; PORT_MOD's OFPPC_PORT_DOWN).
+
+pyroute2 encodes and decodes the rtnetlink messages (ifinfmsg, nlmsgerr); the
+two netlink sockets are our own, non-blocking and drained at every wake-up.
+pyroute2's package __init__ imports its whole API (IPRoute, NDB, asyncio,
+multiprocessing): some 20 MB in every switch process, for two message
+classes. `_rtnl_messages` loads its netlink subpackage without running that
+__init__; the message classes have been stable across pyroute2 releases.
 """
 
+import importlib
+import importlib.util
+import itertools
 import socket
 import struct
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+import sys
+import types
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 NLMSG_HEADER = struct.Struct('=IH')     # length, type (the rest is not needed)
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLMSG_ERROR = 0x2
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTMGRP_LINK = 0x1
+
+
+def _rtnl_messages():
+    """Import pyroute2's ifinfmsg and nlmsgerr without pyroute2/__init__.py."""
+    if 'pyroute2' not in sys.modules:
+        spec = importlib.util.find_spec('pyroute2')
+        if spec is None:
+            raise ImportError('pyroute2 is not installed: run "make install"')
+        package = types.ModuleType('pyroute2')
+        package.__path__ = spec.submodule_search_locations
+        sys.modules['pyroute2'] = package
+    ifinfmsg = importlib.import_module('pyroute2.netlink.rtnl.ifinfmsg').ifinfmsg
+    nlmsgerr = importlib.import_module('pyroute2.netlink').nlmsgerr
+    return ifinfmsg, nlmsgerr
+
+
+ifinfmsg, nlmsgerr = _rtnl_messages()
 
 
 def flags_up(flags):
     return bool(flags & IFF_UP and flags & IFF_LOWER_UP)
 
 
-class LinkMonitor:
-    """Subscribe to link notifications; answer link state queries.
+def _messages(data):
+    """Split a netlink datagram into (type, bytes) messages."""
+    offset = 0
+    while offset + NLMSG_HEADER.size <= len(data):
+        length, kind = NLMSG_HEADER.unpack_from(data, offset)
+        if length < NLMSG_HEADER.size:
+            return
+        yield kind, data[offset:offset + length]
+        offset += (length + 3) & ~3
 
-    Notifications are read from our own non-blocking RTNLGRP_LINK socket,
-    drained to EAGAIN at every wake-up, and decoded with pyroute2's ifinfmsg.
-    (pyroute2's IPRoute buffers messages internally, so a poll loop waiting
-    on its fd can sit on a notification until the next one arrives.)
-    Requests (bring_up) go through pyroute2's IPRoute.
-    """
+
+class LinkMonitor:
+    """Link notifications (a RTNLGRP_LINK socket) and link requests (another)."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.bind((0, RTMGRP_LINK))
         self.sock.setblocking(False)
-        self.ipr = IPRoute()
+        self.requests = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.requests.bind((0, 0))
+        self.requests.settimeout(2.0)
+        self.seq = itertools.count(1)
 
     def fileno(self):
         return self.sock.fileno()
@@ -56,18 +96,52 @@ class LinkMonitor:
                 return found
             except OSError:         # ENOBUFS: we fell behind; what we have is still news
                 return found
-            offset = 0
-            while offset + NLMSG_HEADER.size <= len(data):
-                length, kind = NLMSG_HEADER.unpack_from(data, offset)
-                if length < NLMSG_HEADER.size:
-                    break
+            for kind, raw in _messages(data):
                 if kind in (RTM_NEWLINK, RTM_DELLINK):
-                    msg = ifinfmsg(data[offset:offset + length])
+                    msg = ifinfmsg(raw)
                     msg.decode()
                     name = msg.get_attr('IFLA_IFNAME')
                     if name:
                         found.append((name, flags_up(msg['flags']), kind == RTM_DELLINK))
-                offset += (length + 3) & ~3
+
+    def _request(self, ifname, kind, flags=0, change=0):
+        """Send one rtnetlink link request; return the reply's messages."""
+        try:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            raise OSError(f'no such interface: {ifname}') from None
+        msg = ifinfmsg()
+        msg['index'] = index
+        msg['flags'] = flags
+        msg['change'] = change
+        msg['header']['type'] = kind
+        msg['header']['flags'] = NLM_F_REQUEST | (NLM_F_ACK if kind == RTM_NEWLINK else 0)
+        msg['header']['sequence_number'] = next(self.seq)
+        msg.encode()
+        self.requests.send(msg.data)
+        return list(_messages(self.requests.recv(1 << 16)))
+
+    def set_admin(self, ifname, up):
+        """Take an interface administratively up or down.
+
+        Raises:
+            OSError: no such interface, or the kernel refused.
+        """
+        for kind, raw in self._request(ifname, RTM_NEWLINK, IFF_UP if up else 0, IFF_UP):
+            if kind == NLMSG_ERROR:
+                err = nlmsgerr(raw)
+                err.decode()
+                if err['error']:
+                    raise OSError(-err['error'], f'cannot set {ifname} {"up" if up else "down"}')
+
+    def is_up(self, ifname):
+        """Is the link administratively up with carrier now?"""
+        for kind, raw in self._request(ifname, RTM_GETLINK):
+            if kind == RTM_NEWLINK:
+                msg = ifinfmsg(raw)
+                msg.decode()
+                return flags_up(msg['flags'])
+        return False
 
     def bring_up(self, ifname):
         """Set `ifname` administratively up (as OVS does for a new port).
@@ -75,19 +149,9 @@ class LinkMonitor:
         Returns:
             Whether the link has carrier now.
         """
-        index = self.ipr.link_lookup(ifname=ifname)
-        if not index:
-            raise OSError(f'no such interface: {ifname}')
-        self.ipr.link('set', index=index[0], state='up')
-        msgs = self.ipr.link('get', index=index[0])
-        return flags_up(msgs[0]['flags'])
-
-    def set_admin(self, ifname, up):
-        """Take an interface administratively up or down (PORT_MOD PORT_DOWN)."""
-        index = self.ipr.link_lookup(ifname=ifname)
-        if index:
-            self.ipr.link('set', index=index[0], state='up' if up else 'down')
+        self.set_admin(ifname, True)
+        return self.is_up(ifname)
 
     def close(self):
         self.sock.close()
-        self.ipr.close()
+        self.requests.close()

@@ -3,7 +3,7 @@
 
 PYTHON := .venv/bin/python
 
-.PHONY: install demo test unit integration bench scale clean
+.PHONY: install demo test unit integration bench bench-of scale clean
 
 install:
 	@bash scripts/install.sh
@@ -22,6 +22,9 @@ integration: install
 
 bench: install
 	$(PYTHON) experiments/bench_switches.py
+
+bench-of: install
+	$(PYTHON) experiments/bench_openflow.py
 
 scale: install
 	$(PYTHON) experiments/scale_linear.py

@@ -11,7 +11,8 @@ else:
 - the OVS daemons (`ovs_daemons`): started with ovs-ctl if they are not
   running, and stopped again only if we started them;
 - lifetimes: `running_net` stops every network, `background` stops every
-  process it started, even on an error, Ctrl-C or SIGTERM (`run`).
+  process it started, and `ryu_controller` stops the Ryu it started, even
+  on an error, Ctrl-C or SIGTERM (`run`).
   Cleanup defers further Ctrl-C (`deferred_signals`) so that a second
   impatient Ctrl-C cannot leave veths or switches behind.
   Nothing here ever runs `mn -c` or kills by name;
@@ -26,17 +27,21 @@ import contextlib
 import csv
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 
 from mininet.net import Mininet
-from mininet.node import OVSSwitch
+from mininet.node import OVSSwitch, RemoteController
 from mininet.nodelib import LinuxBridge
 
 OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
+# Ryu 4.34 through the project's launcher (see mnovs/ryu_launcher.py).
+RYU = os.path.join(os.path.dirname(sys.executable), 'mnovs-ryu')
 SWITCH_KINDS = ('pyovs', 'ovs', 'bridge')
 
 
@@ -145,13 +150,19 @@ class SwitchSpec:
         self.error = error
 
 
-def switch_spec(kind, ovs_datapath=None):
+def switch_spec(kind, ovs_datapath=None, fail_mode='standalone',
+                protocols=None):
     """Return the SwitchSpec for kind.
 
     Args:
         kind: 'pyovs', 'ovs' or 'bridge'.
         ovs_datapath: for 'ovs', force 'user' or 'kernel'; None picks kernel
             when the openvswitch module is available, else user.
+        fail_mode: failMode of pyovs and OVS, 'standalone' (a learning
+            switch when no controller programs it) or 'secure' (only the
+            controller's or ovs-ofctl's rules forward anything).
+        protocols: OVS only, its OpenFlow versions, e.g. 'OpenFlow13';
+            None keeps OVS's default.
     Returns:
         A SwitchSpec. For pyovs, factory is None and error says why if
         `mnovs.switch` does not import.
@@ -163,14 +174,15 @@ def switch_spec(kind, ovs_datapath=None):
             return SwitchSpec('pyovs', 'pyovs', None,
                               error='%s: %s' % (type(exc).__name__, exc))
         return SwitchSpec('pyovs', 'pyovs',
-                          partial(PyOVSSwitch, failMode='standalone'))
+                          partial(PyOVSSwitch, failMode=fail_mode))
     if kind == 'ovs':
         if ovs_datapath is None:
             ovs_datapath = 'kernel' if ovs_kernel_available() else 'user'
         # batch=True is what `mn --switch ovs` gets from Mininet: one
         # ovs-vsctl call for all switches in batchStartup.
-        factory = partial(OVSSwitch, failMode='standalone',
-                          datapath=ovs_datapath, batch=True)
+        factory = partial(OVSSwitch, failMode=fail_mode,
+                          datapath=ovs_datapath, batch=True,
+                          protocols=protocols)
         return SwitchSpec('ovs', 'ovs-' + ovs_datapath, factory,
                           tx_off=ovs_datapath == 'user', needs_ovs=True)
     if kind == 'bridge':
@@ -211,13 +223,16 @@ def _settle_shells(net):
 
 
 @contextlib.contextmanager
-def running_net(topo, switch, wait_connected=False):
+def running_net(topo, switch, wait_connected=False, controller=None,
+                **mininet_args):
     """Build and start a Mininet network; stop it however the block ends.
 
     Args:
         topo: a mininet Topo.
         switch: the switch factory (SwitchSpec.factory).
         wait_connected: wait for every switch's connected() after start.
+        controller: Mininet's controller argument; None for no controller.
+        mininet_args: further Mininet arguments (listenPort, autoSetMacs).
     Yields:
         (net, timings) where timings is a dict of seconds for 'build',
         'start' (net.start, which runs batchStartup) and 'ready'
@@ -225,7 +240,8 @@ def running_net(topo, switch, wait_connected=False):
         waitConnected gave up). running_net fills in 'stop' after stopping,
         so the caller reads it after the block.
     """
-    net = Mininet(topo=topo, switch=switch, controller=None, build=False)
+    net = Mininet(topo=topo, switch=switch, controller=controller,
+                  build=False, **mininet_args)
     timings = {'build': 0.0, 'start': 0.0, 'ready': 0.0, 'stop': 0.0}
     try:
         t0 = time.monotonic()
@@ -274,6 +290,53 @@ def stop_process(proc, grace=3.0):
     for pipe in (proc.stdout, proc.stderr):
         if pipe:
             pipe.close()
+
+
+def free_tcp_port():
+    """Return a TCP port that nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ryu_controller(app, timeout=20.0):
+    """Run one Ryu app (mnovs-ryu) on a free port for the block.
+
+    Args:
+        app: the app module, e.g. 'ryu.app.simple_switch_13'.
+        timeout: seconds for Ryu to start listening.
+    Yields:
+        A mininet RemoteController for Mininet's `controller` argument.
+    Raises:
+        RuntimeError: Ryu exited or did not listen in time (with the end
+        of its log).
+    Side effects: Ryu logs to a temporary file, removed at the end; the
+    process is terminated (then killed) and reaped however the block ends.
+    """
+    port = free_tcp_port()
+    with tempfile.TemporaryFile('w+') as log:
+        proc = subprocess.Popen([RYU, '--ofp-tcp-listen-port', str(port), app],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _tcp_listening(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read()[-400:].strip()
+                    raise RuntimeError('ryu %s did not listen on %d: %s'
+                                       % (app, port, tail))
+                time.sleep(0.1)
+            yield RemoteController('c0', ip='127.0.0.1', port=port)
+        finally:
+            with deferred_signals():
+                stop_process(proc)
+
+
+def _tcp_listening(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(('127.0.0.1', port)) == 0
 
 
 def wait_listening(host, port, timeout=5.0):

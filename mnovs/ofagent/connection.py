@@ -14,13 +14,17 @@ Two kinds of endpoints create channels:
 - `PassiveListener` (OVS `ptcp:PORT`): accepts any number of connections,
   for ovs-ofctl and Mininet's `dpctl`.
 
-Liveness (OVS's inactivity probe): after `probe_interval` seconds without
-receiving anything, the agent sends an ECHO_REQUEST; after as long again with
-still nothing, the channel is closed (and an active one reconnects).
+Liveness (OVS's inactivity probe, run by the agent: ofproto._probe): after
+PROBE_INTERVAL seconds without receiving anything, the agent sends an
+ECHO_REQUEST; after as long again with still nothing, the channel is closed
+(and an active one reconnects). A channel whose TCP connect or HELLO never
+completes gets the same time limit.
 
 Every event is driven by the vswitchd's selector: each socket is registered
-with a callback as its data, and write interest is added only while a send
-buffer is non-empty.
+with a callback as its data, and write interest is held exactly while a send
+buffer is non-empty (the selector is told only when that changes). No error
+on a socket escapes: a failed connect, accept, send or receive is logged and
+ends that connection (an active target then retries).
 """
 
 import errno
@@ -65,10 +69,9 @@ class Channel:
         # OpenFlow session state, kept here and managed by the agent.
         self.version = None              # negotiated version, None until HELLO
         self.role = None
-        self.generation_id = None
         self.async_config = None
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if connecting else 0)
-        selector.register(sock, events, self._on_event)
+        self.events = selectors.EVENT_READ | (selectors.EVENT_WRITE if connecting else 0)
+        selector.register(sock, self.events, self._on_event)
 
     def __repr__(self):
         return f'<Channel {self.name}>'
@@ -159,10 +162,11 @@ class Channel:
         self._update_interest()
 
     def _update_interest(self):
-        if self.closed:
-            return
+        """Want EVENT_WRITE exactly while bytes wait to be sent."""
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.tx else 0)
-        self.selector.modify(self.sock, events, self._on_event)
+        if events != self.events and not self.closed:
+            self.events = events
+            self.selector.modify(self.sock, events, self._on_event)
 
     def close(self):
         if self.closed:
@@ -213,16 +217,18 @@ class ActiveTarget:
         """Connect if it is time to; call from the loop's housekeeping."""
         if self.channel is not None or now < self.next_attempt:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.connect(self.address)
         except BlockingIOError:
             pass
         except OSError as err:
             log.info('%s: connect failed: %s', self.target, err)
-            sock.close()
+            if sock is not None:
+                sock.close()
             self._schedule(now)
             return
         self.channel = Channel(sock, self.target, self.selector, self.on_message,
@@ -273,6 +279,9 @@ class PassiveListener:
         try:
             sock, (ip, port) = self.sock.accept()
         except BlockingIOError:
+            return
+        except OSError as err:          # ECONNABORTED, EMFILE...
+            log.warning('%s: accept failed: %s', self.target, err)
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -6,41 +6,48 @@ HANDLERS dict, and sends what the handler returns. A handler takes
 OFPError for a request the spec says to refuse, and handle_message answers
 with an OFPT_ERROR carrying the type, code, the request's xid and its first
 64 bytes. Nothing a controller sends can raise anything else past this
-module: a bug in a handler is logged and answered with
+module: a bug in the codec or a handler is logged and answered with
 OFPET_BAD_REQUEST/OFPBRC_EPERM, and the switch and its other connections go
-on.
+on. A message only a switch sends (PACKET_IN, FEATURES_REPLY...) is
+OFPBRC_BAD_TYPE; ECHO_REPLY and ERROR from the peer are taken in silently.
 
 Session rules (OF1.3 6.3): the first message must be HELLO; until a version
-is agreed, anything else is answered with HELLO_FAILED and the connection
-closes. A channel in the SLAVE role may not change state (IS_SLAVE).
+is agreed, anything else is answered with HELLO_FAILED, and any error
+closes the connection. A channel in the SLAVE role may not change state
+(IS_SLAVE): no flow, group, meter, port or table mod, no PACKET_OUT, no
+TABLE_FEATURES request with a body.
+
+Counters: a flow_mod, group_mod or meter deletion first pushes datapath
+statistics (ofproto.push_stats), so that a rule or group replaced, reset or
+removed gets its packets before it changes (FLOW_REMOVED counts them).
 """
 
 import logging
 import time
 
+from mnovs.dp.flow import flow_extract
 from mnovs.ofagent import codec
 from mnovs.ofagent.codec import (
     BarrierReply, EchoReply, FeaturesReply, GetAsyncReply, GetConfigReply, MultipartReply,
     QueueGetConfigReply, RoleReply)
 from mnovs.ofagent.ofp import (
-    OFP_NO_BUFFER, OFPBRC_EPERM, OFPBRC_IS_SLAVE, OFPC_FLOW_STATS, OFPC_FRAG_MASK,
-    OFPC_FRAG_NORMAL, OFPC_GROUP_STATS, OFPC_PORT_STATS, OFPC_QUEUE_STATS, OFPC_TABLE_STATS,
-    OFPCR_ROLE_MASTER, OFPCR_ROLE_NOCHANGE, OFPCR_ROLE_SLAVE,
-    OFPET_BAD_REQUEST, OFPET_HELLO_FAILED, OFPET_METER_MOD_FAILED, OFPET_PORT_MOD_FAILED,
-    OFPET_QUEUE_OP_FAILED, OFPET_ROLE_REQUEST_FAILED, OFPET_SWITCH_CONFIG_FAILED,
-    OFPET_TABLE_MOD_FAILED, OFPFC_DELETE, OFPFC_DELETE_STRICT, OFPHFC_INCOMPATIBLE,
-    OFPM_ALL, OFPM_MAX, OFPMBT_DROP, OFPMC_ADD, OFPMC_DELETE, OFPMC_MODIFY, OFPMF_BURST,
-    OFPMF_KBPS, OFPMF_PKTPS, OFPMF_STATS, OFPMMFC_BAD_BAND, OFPMMFC_BAD_COMMAND,
-    OFPMMFC_BAD_FLAGS, OFPMMFC_BAD_RATE, OFPMMFC_INVALID_METER, OFPMMFC_METER_EXISTS,
-    OFPMMFC_OUT_OF_BANDS, OFPMMFC_OUT_OF_METERS,
-    OFPMMFC_UNKNOWN_METER, OFPP_ANY, OFPP_MAX, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
-    OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPMFC_BAD_CONFIG, OFPPMFC_BAD_HW_ADDR, OFPPMFC_BAD_PORT,
-    OFPQOFC_BAD_PORT, OFPRRFC_STALE, OFPSCFC_BAD_FLAGS, OFPTMFC_BAD_TABLE,
+    OFP_HEADER, OFP_NO_BUFFER, OFP_VERSION, OFPBRC_BAD_TYPE, OFPBRC_EPERM, OFPBRC_IS_SLAVE,
+    OFPC_FLOW_STATS, OFPC_FRAG_MASK, OFPC_FRAG_NORMAL, OFPC_GROUP_STATS, OFPC_PORT_STATS,
+    OFPC_QUEUE_STATS, OFPC_TABLE_STATS, OFPCR_ROLE_MASTER, OFPCR_ROLE_NOCHANGE,
+    OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPET_HELLO_FAILED, OFPET_METER_MOD_FAILED,
+    OFPET_PORT_MOD_FAILED, OFPET_QUEUE_OP_FAILED, OFPET_ROLE_REQUEST_FAILED,
+    OFPET_SWITCH_CONFIG_FAILED, OFPET_TABLE_MOD_FAILED, OFPFC_DELETE, OFPFC_DELETE_STRICT,
+    OFPHFC_INCOMPATIBLE, OFPM_ALL, OFPM_MAX, OFPMBT_DROP, OFPMC_ADD, OFPMC_DELETE,
+    OFPMC_MODIFY, OFPMF_BURST, OFPMF_KBPS, OFPMF_PKTPS, OFPMF_STATS, OFPMMFC_BAD_BAND,
+    OFPMMFC_BAD_COMMAND, OFPMMFC_BAD_FLAGS, OFPMMFC_BAD_RATE, OFPMMFC_INVALID_METER,
+    OFPMMFC_METER_EXISTS, OFPMMFC_OUT_OF_BANDS, OFPMMFC_OUT_OF_METERS, OFPMMFC_UNKNOWN_METER,
+    OFPMP_TABLE_FEATURES, OFPP_ANY, OFPP_MAX, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN, OFPPC_NO_RECV,
+    OFPPC_PORT_DOWN, OFPPMFC_BAD_CONFIG, OFPPMFC_BAD_HW_ADDR, OFPPMFC_BAD_PORT,
+    OFPQOFC_BAD_PORT, OFPRRFC_STALE, OFPSCFC_BAD_FLAGS, OFPT_HELLO, OFPTMFC_BAD_TABLE,
     OFPTT_ALL, OFPError)
 from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, multipart_reply_body
 from mnovs.ofagent.table import check_actions
 from mnovs.ofagent.xlate import credit_stats, xlate_packet_out
-from mnovs.dp.flow import flow_extract
 
 log = logging.getLogger(__name__)
 
@@ -50,43 +57,53 @@ SUPPORTED_PORT_CONFIG = OFPPC_PORT_DOWN | OFPPC_NO_RECV | OFPPC_NO_FWD | OFPPC_N
 
 
 def handle_message(ofproto, channel, raw):
-    """Decode one raw message from `channel`, act on it, send the replies."""
+    """Decode one raw message from `channel`, act on it, send the replies.
+
+    Args:
+        raw: one whole message, as the channel cut it (8 bytes or more).
+    """
     now = time.monotonic()
+    xid = OFP_HEADER.unpack_from(raw)[3]
     try:
+        if channel.version is None and raw[1] != OFPT_HELLO:
+            raise OFPError(OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE, b'expected HELLO first')
         msg = codec.decode(raw)
-    except OFPError as err:
-        channel.send(codec.encode(codec.error_reply(err)))
-        return
-    try:
         replies = _dispatch(ofproto, channel, msg, now)
+        for reply in replies:
+            reply.xid = xid
+        out = b''.join(codec.encode(reply) for reply in replies)
     except OFPError as err:
-        err.data = err.data or raw[:64]
-        channel.send(codec.encode(codec.error_reply(err, msg.xid)))
+        _send_error(channel, err, xid, raw)
+    except Exception:               # a bug must not take the switch down
+        log.exception('%s: handling message type %d from %s failed', ofproto.name, raw[1],
+                      channel.name)
+        _send_error(channel, OFPError(OFPET_BAD_REQUEST, OFPBRC_EPERM), xid, raw)
+    else:
+        if out:
+            channel.send(out)
         return
-    except Exception:               # a handler bug must not take the switch down
-        log.exception('%s: handling %s failed', ofproto.name, type(msg).__name__)
-        err = OFPError(OFPET_BAD_REQUEST, OFPBRC_EPERM)
-        err.data = raw[:64]
-        channel.send(codec.encode(codec.error_reply(err, msg.xid)))
-        return
-    for reply in replies:
-        reply.xid = msg.xid
-        channel.send(codec.encode(reply))
+    if channel.version is None:     # no session without an agreed version
+        channel.close()
+
+
+def _send_error(channel, err, xid, raw):
+    channel.send(codec.encode(codec.ErrorMsg(err.type, err.code, err.data or raw[:64], xid=xid)))
 
 
 def _dispatch(ofproto, channel, msg, now):
-    kind = type(msg)
-    if channel.version is None and kind is not codec.Hello:
-        channel.send(codec.encode(codec.ErrorMsg(
-            OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE, b'expected HELLO first', xid=msg.xid)))
-        channel.close()
-        return []
-    if kind in STATE_CHANGING and channel.role == OFPCR_ROLE_SLAVE:
+    if channel.role == OFPCR_ROLE_SLAVE and changes_state(msg):
         raise OFPError(OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE)
-    handler = HANDLERS.get(kind)
+    handler = HANDLERS.get(type(msg))
     if handler is None:
-        return []                   # replies and async messages from a peer: nothing to do
+        raise OFPError(OFPET_BAD_REQUEST, OFPBRC_BAD_TYPE)
     return handler(ofproto, channel, msg, now)
+
+
+def changes_state(msg):
+    """True for a request a SLAVE may not make (OF1.3 6.3.5)."""
+    if type(msg) is codec.MultipartRequest:
+        return msg.type == OFPMP_TABLE_FEATURES and bool(msg.body)
+    return type(msg) in STATE_CHANGING
 
 
 # --- session -------------------------------------------------------------------
@@ -95,18 +112,24 @@ def on_hello(ofproto, channel, msg, now):
     if channel.version is not None:
         return []
     if codec.negotiate_version(msg) is None:
-        channel.send(codec.encode(codec.ErrorMsg(
-            OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE, b'mnovs speaks OpenFlow 1.3 only',
-            xid=msg.xid)))
-        channel.close()
-        return []
-    channel.version = 4
+        raise OFPError(OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE, b'mnovs speaks OpenFlow 1.3 only')
+    channel.version = OFP_VERSION
     ofproto.connection_up(channel)
     return []
 
 
 def on_echo_request(ofproto, channel, msg, now):
     return [EchoReply(msg.data)]
+
+
+def on_echo_reply(ofproto, channel, msg, now):
+    return []                       # the channel noted that the peer is alive
+
+
+def on_error(ofproto, channel, msg, now):
+    log.info('%s: %s reports error type %d code %d (xid %d)', ofproto.name, channel.name,
+             msg.type, msg.code, msg.xid)
+    return []
 
 
 def on_features_request(ofproto, channel, msg, now):
@@ -125,7 +148,9 @@ def on_set_config(ofproto, channel, msg, now):
     if msg.flags & OFPC_FRAG_MASK != OFPC_FRAG_NORMAL:
         raise OFPError(OFPET_SWITCH_CONFIG_FAILED, OFPSCFC_BAD_FLAGS)
     ofproto.config_flags = msg.flags
-    ofproto.ctx.miss_send_len = msg.miss_send_len
+    if msg.miss_send_len != ofproto.ctx.miss_send_len:
+        ofproto.ctx.miss_send_len = msg.miss_send_len
+        ofproto.need_revalidate = True  # an INVALID_TTL packet-in's length is in its megaflow
     return []
 
 
@@ -165,8 +190,7 @@ def on_set_async(ofproto, channel, msg, now):
 # --- state changes -------------------------------------------------------------
 
 def on_flow_mod(ofproto, channel, msg, now):
-    if msg.command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
-        ofproto.push_stats(now)     # FLOW_REMOVED carries up-to-date counters
+    ofproto.push_stats(now)
     removed, changed = ofproto.pipeline.flow_mod(msg, now)
     if removed:
         ofproto.rules_removed(removed, now)
@@ -179,6 +203,7 @@ def on_flow_mod(ofproto, channel, msg, now):
 
 
 def on_group_mod(ofproto, channel, msg, now):
+    ofproto.push_stats(now)
     removed, changed = ofproto.groups.group_mod(msg, ofproto.pipeline, now)
     if removed:
         ofproto.rules_removed(removed, now)
@@ -214,6 +239,7 @@ def on_table_mod(ofproto, channel, msg, now):
 def on_meter_mod(ofproto, channel, msg, now):
     command, meter_id = msg.command, msg.meter_id
     if command == OFPMC_DELETE:
+        ofproto.push_stats(now)
         ids = list(ofproto.meter_configs) if meter_id == OFPM_ALL else [meter_id]
         for one in ids:
             if ofproto.meter_configs.pop(one, None) is not None:
@@ -267,10 +293,10 @@ def meter_bands(msg):
 def on_packet_out(ofproto, channel, msg, now):
     check_actions(msg.actions, ofproto.groups, packet_out=True)
     if msg.buffer_id != OFP_NO_BUFFER:
-        frame, in_port = ofproto.buffers.take(msg.buffer_id, now)
-        in_port = msg.in_port
+        frame, _ = ofproto.buffers.take(msg.buffer_id, now)
     else:
-        frame, in_port = msg.data, msg.in_port
+        frame = msg.data
+    in_port = msg.in_port           # as OVS: the packet-out's, even for a buffered packet
     key, _ = flow_extract(memoryview(frame), in_port)
     if key is None:
         return []                   # shorter than an Ethernet header: nothing to send
@@ -296,6 +322,8 @@ def on_queue_get_config_request(ofproto, channel, msg, now):
 HANDLERS = {
     codec.Hello: on_hello,
     codec.EchoRequest: on_echo_request,
+    codec.EchoReply: on_echo_reply,
+    codec.ErrorMsg: on_error,
     codec.FeaturesRequest: on_features_request,
     codec.GetConfigRequest: on_get_config_request,
     codec.SetConfig: on_set_config,

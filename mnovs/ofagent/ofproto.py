@@ -10,7 +10,11 @@ packets. It meets the datapath at three points, as OVS's ofproto-dpif does:
   and a ukey: our record of the megaflow, which remembers the translation so
   that its statistics can be credited to the rules and buckets it used.
 - userspace(packet, userdata, in_port): a ('userspace', ...) action ran; the
-  userdata says it is a packet-in, which goes to the controllers.
+  userdata says it is a packet-in, which goes to the channels whose role and
+  async config want it. A GSO frame is cut into wire frames first. A frame
+  longer than the action's max_len is kept in PacketBuffers (256 slots, 5 s)
+  and only its head is sent, with a buffer_id for PACKET_OUT or FLOW_MOD;
+  when no channel wants the packet-in, nothing is buffered.
 - flow_deleted(flow): a megaflow left the datapath (idle, evicted, deleted);
   its last statistics are credited.
 
@@ -33,6 +37,9 @@ drops what would go to a controller. Passive connections (ovs-ofctl on the
 listen port) are not controllers for this purpose. The change between the two
 regimes flushes the datapath.
 
+Liveness: run_periodic probes every open connection (_probe, OVS's
+inactivity probe; see connection.py) and lets active targets reconnect.
+
 Message handling is in handlers.py; multipart replies in stats.py.
 """
 
@@ -49,9 +56,9 @@ from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.messages import Port as PortDesc
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
-    OFPCR_ROLE_EQUAL, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFF_SEND_FLOW_REM,
-    OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD, OFPPR_DELETE, OFPPR_MODIFY,
-    OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
+    OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
+    OFPFF_SEND_FLOW_REM, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD,
+    OFPPR_DELETE, OFPPR_MODIFY, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
 
@@ -68,8 +75,8 @@ DEFAULT_ASYNC = {
     'port_status': (0b111, 0b111),       # ADD, DELETE, MODIFY
     'flow_removed': (0b1111, 0b0000),    # IDLE, HARD, DELETE, GROUP_DELETE
 }
-VNET_NONE = bytes(VNET_HDR_LEN)
-ROLE_NAMES = {1: 'equal', 2: 'master', 3: 'slave'}          # a vnet header that asks nothing of the kernel
+VNET_NONE = bytes(VNET_HDR_LEN)          # a vnet header that asks nothing of the kernel
+ROLE_NAMES = {OFPCR_ROLE_EQUAL: 'equal', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
 
 
 class OFPort:
@@ -248,14 +255,23 @@ class OFProto:
                      if fail_open else 'controller connected: OpenFlow tables forward')
             self.dp.flow_flush()
 
-    def send_async(self, kind, reason, msg):
-        """Send an asynchronous message to every channel whose async config wants it."""
-        data = None
+    def async_receivers(self, kind, reason):
+        """The channels whose async config wants messages of `kind` for `reason`."""
+        receivers = []
         for channel in self.channels:
             masks = channel.async_config[kind]
             mask = masks[1] if channel.role == OFPCR_ROLE_SLAVE else masks[0]
             if mask >> reason & 1:
-                data = data or codec.encode(msg)
+                receivers.append(channel)
+        return receivers
+
+    def send_async(self, kind, reason, msg, receivers=None):
+        """Send an asynchronous message to `receivers` (default: async_receivers)."""
+        if receivers is None:
+            receivers = self.async_receivers(kind, reason)
+        if receivers:
+            data = codec.encode(msg)
+            for channel in receivers:
                 channel.send(data)
 
     # --- the datapath's callbacks ------------------------------------------
@@ -303,6 +319,14 @@ class OFProto:
             self.packet_in(frame, in_port, reason, table_id, cookie, max_len, metadata, now)
 
     def packet_in(self, frame, in_port, reason, table_id, cookie, max_len, metadata, now):
+        """Send a PACKET_IN; buffer the frame if it is longer than max_len.
+
+        Nothing is buffered or counted when no channel wants the packet-in
+        (no controller, or only slaves).
+        """
+        receivers = self.async_receivers('packet_in', reason)
+        if not receivers:
+            return
         buffer_id = OFP_NO_BUFFER
         data = frame
         if max_len != OFPCML_NO_BUFFER and len(frame) > max_len:
@@ -313,7 +337,7 @@ class OFProto:
             match['metadata'] = (metadata, None)
         self.n_packet_in += 1
         self.send_async('packet_in', reason, codec.PacketIn(
-            buffer_id, len(frame), reason, table_id, cookie, match, bytes(data)))
+            buffer_id, len(frame), reason, table_id, cookie, match, bytes(data)), receivers)
 
     def flow_deleted(self, flow):
         self._push(flow, flow.ukey)
@@ -364,15 +388,29 @@ class OFProto:
         for target in self.targets:
             if isinstance(target, ActiveTarget):
                 target.run(now)
-        for channel in list(self.channels):
+        for channel in self.open_channels():
             self._probe(channel, now)
 
+    def open_channels(self):
+        """Every open connection, in session or not (connecting, before HELLO)."""
+        channels = []
+        for target in self.targets:
+            if isinstance(target, ActiveTarget):
+                if target.channel is not None:
+                    channels.append(target.channel)
+            else:
+                channels.extend(target.channels)
+        return channels
+
     def _probe(self, channel, now):
+        """OVS's inactivity probe: an echo request after PROBE_INTERVAL of
+        silence, disconnection after twice that. A channel not in session
+        (TCP connect or HELLO pending) gets no echo, only the time limit."""
         silence = now - channel.last_rx
         if silence > 2 * PROBE_INTERVAL:
             log.info('%s: %s silent for %.0f s; disconnecting', self.name, channel.name, silence)
             channel.close()
-        elif silence > PROBE_INTERVAL and not channel.probe_sent:
+        elif silence > PROBE_INTERVAL and not channel.probe_sent and channel.version is not None:
             channel.probe_sent = True
             channel.send(codec.encode(codec.EchoRequest()))
 

@@ -83,11 +83,21 @@ pop_mpls the inner L3/L4 fields (or the next label) read as 0 (OVS would
 recirculate and parse again).  A group chain deeper than MAX_DEPTH is cut
 short and the result marked not cacheable.
 
+Tracing.  xlate(ctx, key, trace=[]) appends one line per step to `trace`.
+xlate_trace(ctx, key) runs the same code on a _TracedXlate, which also
+records TraceEvents: each table visited, action run, group choice and
+outcome, and every read of key bits with its reason (a table lookup, an
+action's prerequisite, a value an action uses, a bucket's rewrite undone),
+so that ofproto/trace (trace.py) can say why each megaflow field is there.
+The untraced path pays nothing for it: the step lines are written under
+`if x.trace is not None`, and the read_* methods are aliases of read().
+
 Cost: a few us per table visited plus a dict lookup per action; every
 upcall and every revalidation pays it, never a megaflow hit.
 """
 
 import struct
+from collections import namedtuple
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
 from mnovs.ofagent.group import port_is_live
@@ -188,6 +198,13 @@ class XlateResult:
     __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'trace')
 
 
+TraceEvent = namedtuple('TraceEvent', 'kind depth odp_len flow data')
+TraceEvent.__doc__ = """One step of a traced translation (see xlate_trace).
+
+depth: group-bucket nesting; odp_len: datapath actions emitted before the
+event; flow: the working key (int) at the event; data: the kind's tuple."""
+
+
 class _Xlate:
     """The working state of one translation (see the module docstring)."""
 
@@ -215,9 +232,18 @@ class _Xlate:
         if self.trace is not None:
             self.trace.append('    ' * self.depth + (fmt % args if args else fmt))
 
+    def step(self, kind, *data):
+        """Record a step (callers check self.trace first): its line, if it has one."""
+        line = _step_line(kind, data)
+        if line is not None:
+            self.trace.append('    ' * self.depth + line)
+
     def read(self, bits):
         """Put bits in the mask: the translation depends on them."""
         self.wc |= bits & ~self.written
+
+    # Reads named by their reason (see xlate_trace); untraced, they are read().
+    read_lookup = read_prereq = read_value = read_restore = read
 
     def result(self):
         odp = self.odp
@@ -233,6 +259,64 @@ class _Xlate:
         return out
 
 
+def _step_line(kind, data):
+    """The trace line of a step; None for steps only events describe."""
+    if kind == 'table':
+        table_id, rule, _ = data
+        if rule is None:
+            return 'table %d: no match: drop' % table_id
+        return 'table %d: priority %d cookie %#x %s' % (table_id, rule.priority, rule.cookie,
+                                                        format_match(rule.match))
+    if kind == 'action':
+        return format_action(data[0])
+    if kind == 'action_set':
+        return 'action set: ' + ','.join(format_action(action) for action in data[0])
+    if kind == 'bucket':
+        return 'group %d bucket %d' % (data[0].group_id, data[1])
+    if kind == 'stop':
+        return data[0]
+    return None
+
+
+class _TracedXlate(_Xlate):
+    """A translation that also records TraceEvents (see xlate_trace)."""
+
+    __slots__ = ('events',)
+
+    def __init__(self, ctx, key):
+        super().__init__(ctx, key, [])
+        self.events = []
+
+    def _event(self, kind, data):
+        self.events.append(TraceEvent(kind, self.depth, len(self.odp), self.flow, data))
+
+    def step(self, kind, *data):
+        super().step(kind, *data)
+        self._event(kind, data)
+
+    def note(self, fmt, *args):
+        super().note(fmt, *args)
+        self._event('note', (fmt % args if args else fmt,))
+
+    def _reader(why):
+        def read(self, bits):
+            fresh = bits & ~self.written
+            self._event('read', (why, fresh & ~self.wc & KEY_ONES, fresh & self.wc & KEY_ONES,
+                                 bits & self.written & KEY_ONES))
+            self.wc |= fresh
+        return read
+
+    read_lookup = _reader('lookup')
+    read_prereq = _reader('prereq')
+    read_value = _reader('value')
+    read_restore = _reader('restore')
+    del _reader
+
+    def result(self):
+        self._event('end', (tuple(self.odp),))
+        return super().result()
+
+
 def xlate(ctx, key, trace=None):
     """Translate a flow key through the pipeline.
 
@@ -244,12 +328,45 @@ def xlate(ctx, key, trace=None):
         XlateResult.
     """
     x = _Xlate(ctx, key, trace)
-    port = ctx.ports.get(x.in_port)
+    _translate(x)
+    return x.result()
+
+
+def xlate_trace(ctx, key):
+    """Translate a flow key, recording every step, for ofproto/trace.
+
+    Returns:
+        (XlateResult, events): the result equals xlate's (its .trace holds
+        the lines); events is a list of TraceEvent, whose kind and data are:
+
+          table       (table_id, rule or None, extended key): a lookup
+          action      (action, rule that holds it): about to run
+          action_set  (actions,): the pipeline ended; the set runs next
+          group       (group, bucket indexes): the buckets a group chose
+          bucket      (group, index): about to run, at depth + 1
+          bucket_end  (): a bucket is done; its undo actions follow
+          stop        (text,): processing stops (TTL expired)
+          note        (text,): an outcome (skipped, ignored, dropped)
+          read        (why, new, again, shadowed): key bits read, why being
+                      'lookup' (by the table step before it), 'prereq' or
+                      'value' (by the action or group before it), or
+                      'restore' (a bucket's rewrite put back); `new` bits
+                      entered the mask, `again` were in it already,
+                      `shadowed` had been written by the pipeline (not in it)
+          end         (odp,): the datapath actions before trailing rewrites
+                      were dropped
+    """
+    x = _TracedXlate(ctx, key)
+    _translate(x)
+    return x.result(), x.events
+
+
+def _translate(x):
+    port = x.ctx.ports.get(x.in_port)
     if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
         x.note('in_port %d has NO_RECV or PORT_DOWN: drop', x.in_port)
     else:
         _run_pipeline(x)
-    return x.result()
 
 
 def xlate_packet_out(ctx, key, actions, trace=None):
@@ -269,7 +386,8 @@ def credit_stats(result, packets, nbytes, now):
     for rule in result.rules:
         rule.packet_count += packets
         rule.byte_count += nbytes
-        rule.last_used = now
+        if now > rule.last_used:    # megaflows push in any order; time only moves on
+            rule.last_used = now
     for group, indexes in result.groups:
         group.packet_count += packets
         group.byte_count += nbytes
@@ -286,22 +404,21 @@ def _run_pipeline(x):
     action_set = {}
     table_id = 0
     while table_id is not None:
-        rule, consulted = pipeline.lookup(table_id, x.flow | x.metadata << METADATA_SHIFT)
-        x.read(consulted)
+        ext = x.flow | x.metadata << METADATA_SHIFT
+        rule, consulted = pipeline.lookup(table_id, ext)
+        if x.trace is not None:
+            x.step('table', table_id, rule, ext)
+        x.read_lookup(consulted)
         if rule is None:
-            x.note('table %d: no match: drop', table_id)
             return
         x.rules.append(rule)
-        if x.trace is not None:
-            x.note('table %d: priority %d cookie %#x %s', table_id, rule.priority,
-                   rule.cookie, format_match(rule.match))
         table_id = _run_rule(x, rule, action_set)
         if x.stopped:
             x.stopped = False
             return
     if action_set:
         if x.trace is not None:
-            x.note('action set: %s', ','.join(format_action(a) for a, _ in action_set.values()))
+            x.step('action_set', tuple(action for action, _ in action_set.values()))
         _run_action_set(x, action_set)
         x.stopped = False
 
@@ -350,7 +467,7 @@ def _do_actions(x, actions, rule):
 
 def _do_action(x, action, rule):
     if x.trace is not None:
-        x.note('%s', format_action(action))
+        x.step('action', action, rule)
     _ACTIONS[action[0]](x, action, rule)
 
 
@@ -374,7 +491,7 @@ def format_action(action):
 def _prereq_ok(x, prereq):
     """Check a prerequisite (match.PREREQS form) on the working key."""
     union, alternatives = prereq
-    x.read(union)
+    x.read_prereq(union)
     flow = x.flow
     for mask, value in alternatives:
         if flow & mask == value:
@@ -410,7 +527,7 @@ def _commit(x):
     dirty = x.dirty
     if not dirty:
         return
-    x.read(dirty)
+    x.read_restore(dirty)               # only a bucket's rewrites put back are unwritten
     flow = x.flow
     for name, shift, ones, width in _COMMIT_FIELDS:
         mask = dirty >> shift & ones
@@ -480,7 +597,7 @@ def _normal(x):
         return
     _commit(x)
     actions, mask = x.ctx.normal(x.flow.to_bytes(KEY_LEN, 'big'))
-    x.read(int.from_bytes(mask, 'big'))
+    x.read_value(int.from_bytes(mask, 'big'))
     for action in actions:
         # NORMAL's outputs obey OpenFlow port config like any other output.
         port = x.ctx.ports.get(action[1]) if action[0] == 'output' else None
@@ -503,7 +620,7 @@ def _set_field(x, action, rule):
 
 def _push_vlan(x, action, rule):
     _commit(x)
-    x.read(VLAN_TCI_BITS)
+    x.read_value(VLAN_TCI_BITS)
     tci = x.flow >> TCI_SHIFT & 0xffff
     tci = tci & ~VLAN_CFI if tci & VLAN_CFI else 0
     x.odp.append(('push_vlan', action[1], tci))
@@ -514,7 +631,7 @@ def _push_vlan(x, action, rule):
 def _pop_vlan(x, action, rule):
     _commit(x)
     if x.undo is not None:
-        x.read(VLAN_BITS)
+        x.read_value(VLAN_BITS)
         tci = x.flow >> TCI_SHIFT & 0xffff
         if tci & VLAN_CFI:
             _record_undo(x, ('push_vlan', x.flow >> TPID_SHIFT & 0xffff, tci & ~VLAN_CFI),
@@ -526,10 +643,10 @@ def _pop_vlan(x, action, rule):
 def _push_mpls(x, action, rule):
     _commit(x)
     if _prereq_ok(x, MPLS):
-        x.read(MPLS_LSE_BITS)
+        x.read_value(MPLS_LSE_BITS)
         lse = (x.flow >> MPLS_SHIFT & 0xffffffff) & ~MPLS_BOS
     elif _prereq_ok(x, IP_ANY):
-        x.read(NW_TTL_BITS)
+        x.read_value(NW_TTL_BITS)
         lse = MPLS_BOS | x.flow >> NW_TTL_SHIFT & 0xff
     else:
         lse = MPLS_BOS | 64
@@ -545,7 +662,7 @@ def _pop_mpls(x, action, rule):
         return
     _commit(x)
     if x.undo is not None:
-        x.read(MPLS_LSE_BITS)
+        x.read_value(MPLS_LSE_BITS)
         _record_undo(x, ('push_mpls', x.flow >> ETH_TYPE_SHIFT & 0xffff,
                          x.flow >> MPLS_SHIFT & 0xffffffff), MPLS_LSE_BITS)
     x.odp.append(('pop_mpls', action[1]))
@@ -563,12 +680,13 @@ def _dec_ttl(prereq, bits, shift):
     def dec_ttl(x, action, rule):
         if not _prereq_ok(x, prereq):
             return
-        x.read(bits)
+        x.read_value(bits)
         ttl = x.flow >> shift & 0xff
         if ttl > 1:
             _write(x, bits, ttl - 1 << shift)
             return
-        x.note('TTL expired: to the controller, processing stops')
+        if x.trace is not None:
+            x.step('stop', 'TTL expired: to the controller, processing stops')
         _controller(x, OFPR_INVALID_TTL, x.ctx.miss_send_len, rule)
         x.stopped = True
     return dec_ttl
@@ -589,10 +707,13 @@ def _group(x, action, rule):
         x.cacheable = False
         return
     indexes, consulted = groups.choose(group, x.flow, x.ctx.ports)
-    x.read(consulted)
+    if x.trace is not None:
+        x.step('group', group, tuple(indexes))
+    x.read_value(consulted)
     x.groups.append((group, tuple(indexes)))
     for index in indexes:
-        x.note('group %d bucket %d', group.group_id, index)
+        if x.trace is not None:
+            x.step('bucket', group, index)
         _run_bucket(x, group.buckets[index].actions, rule)
 
 
@@ -610,6 +731,8 @@ def _run_bucket(x, actions, rule):
     _do_actions(x, actions, rule)
     x.depth -= 1
     x.stopped = False
+    if x.trace is not None:
+        x.step('bucket_end')
     for action, bits, before in reversed(x.undo):
         x.odp.append(action)
         x.differs = x.differs & ~bits | before

@@ -53,7 +53,6 @@ VID_MASK = 0x0fff
 # The megaflow mask of every NORMAL translation.
 NORMAL_MASK = mask_of(in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
                       vlan_tci=VLAN_PRESENT | VID_MASK)
-NORMAL_BITS = int.from_bytes(NORMAL_MASK, 'big')
 DROP = ()
 
 
@@ -79,10 +78,11 @@ class NormalSwitch:
         self.dp = dp
         self.macs = mac_table if mac_table is not None else MacTable()
         self.last_pass = time.monotonic()
-        # What revalidation re-translates with: NORMAL itself in standalone
-        # mode; the OpenFlow pipeline (whose NORMAL output calls xlate)
-        # when an agent runs above.
+        # What revalidation re-translates with, and which megaflows NORMAL
+        # made: NORMAL itself and all of them alone; the OpenFlow agent
+        # above replaces both (its pipeline reaches NORMAL only by rule).
         self.retranslate = self.xlate
+        self.went_through_normal = lambda flow: True
 
     def xlate(self, key):
         """Translate a flow key through NORMAL: (actions, mask), no side effects."""
@@ -147,10 +147,10 @@ class NormalSwitch:
     def run_periodic(self, now):
         """Refresh MACs of active flows, then age out the rest."""
         for flow in self.dp.flow_dump():
-            # Only megaflows that went through NORMAL know their source MAC
-            # exactly (an OpenFlow megaflow may have wildcarded it).
-            if flow.used > self.last_pass and (
-                    int.from_bytes(flow.mask, 'big') & NORMAL_BITS == NORMAL_BITS):
+            # Only megaflows NORMAL made are learning evidence: they match
+            # in_port, eth_src and the VLAN exactly (an OpenFlow megaflow may
+            # have wildcarded them, and did not ask to learn).
+            if flow.used > self.last_pass and self.went_through_normal(flow):
                 self.learn(flow.key, now)
         self.last_pass = now
         for vlan, mac in self.macs.expire(now):

@@ -107,6 +107,11 @@ class OFPort:
                         max_speed=PORT_SPEED_KBPS)
 
 
+def went_through_normal(flow):
+    """Did NORMAL translate this megaflow? Fail-open flows carry no ukey: all NORMAL."""
+    return flow.ukey is None or flow.ukey.normal
+
+
 def read_hw_addr(ifname):
     try:
         with open(f'/sys/class/net/{ifname}/address') as f:
@@ -116,12 +121,14 @@ def read_hw_addr(ifname):
 
 
 class Ukey:
-    """Our record of one megaflow (OVS udpif_key): its translation, stats pushed."""
+    """Our record of one megaflow (OVS udpif_key): its translation, stats pushed,
+    and whether NORMAL forwarded it (so MAC learning may refresh from it)."""
 
-    __slots__ = ('result', 'packets', 'bytes')
+    __slots__ = ('result', 'packets', 'bytes', 'normal')
 
-    def __init__(self, result):
+    def __init__(self, result, normal):
         self.result = result
+        self.normal = normal
         self.packets = self.bytes = 0
 
 
@@ -206,6 +213,7 @@ class OFProto:
         dp.userspace_cb = self.userspace
         dp.flow_deleted = self.flow_deleted
         normal.retranslate = self.retranslate
+        normal.went_through_normal = went_through_normal
 
     # --- controllers ---------------------------------------------------------
 
@@ -294,7 +302,7 @@ class OFProto:
         if not result.cacheable:
             credit_stats(result, 1, len(packet) - VNET_HDR_LEN, time.monotonic())
             return result.actions, None, None
-        return result.actions, result.mask, Ukey(result)
+        return result.actions, result.mask, Ukey(result, self.normal_used)
 
     def retranslate(self, key):
         """Pure translation, for revalidation: (actions, mask)."""

@@ -299,7 +299,9 @@ def _parse_value(field, text, port_names):
             raise ValueError('nw_frag is no, first or later (or, in a match, yes or not_later)')
     if syntax == 'tcp_flags' and text[:1] in ('+', '-'):
         return _parse_flag_signs(text)
-    if syntax == 'port' and port_names and text in port_names:
+    if syntax == 'port' and not text[:1].isdigit():
+        if text not in (port_names or {}):
+            raise ValueError(f'no port is named {text!r}')
         return port_names[text], field.full
     text, slash, mask_text = text.partition('/')
     parse = _VALUE_PARSERS.get(syntax, _parse_int)

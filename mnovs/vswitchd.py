@@ -34,6 +34,7 @@ from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.connection import parse_target
 from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.ofproto import OFProto, dpid_from_text
+from mnovs.ofagent.trace import trace
 from mnovs.unixctl import CommandError, UnixctlServer
 
 log = logging.getLogger('mnovs.vswitchd')
@@ -199,6 +200,7 @@ class VSwitchd:
         ctl.register('dpctl/add-if', 'IFACE[=PORT_NO]', 1, 1, self._cmd_add_if)
         ctl.register('dpctl/del-if', 'IFACE', 1, 1, self._cmd_del_if)
         ctl.register('ofproto/show', '', 0, 0, self.ofproto.show)
+        ctl.register('ofproto/trace', '[SWITCH] FLOW', 1, 2, self._cmd_trace)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
         ctl.register('version', '', 0, 0, lambda: VERSION)
@@ -228,6 +230,14 @@ class VSwitchd:
     def _cmd_fdb_flush(self):
         self.normal.flush()
         return 'table successfully flushed'
+
+    def _cmd_trace(self, *args):
+        if len(args) == 2 and args[0] != self.args.name:
+            raise CommandError(f'no switch named {args[0]} here (this is {self.args.name})')
+        try:
+            return trace(self.ofproto, args[-1])
+        except ValueError as err:
+            raise CommandError(f'bad flow: {err}') from None
 
     def _cmd_exit(self):
         self.running = False

@@ -24,9 +24,9 @@ from mnovs.ofagent.ofp import (
     OFPGT_ALL, OFPGT_FF, OFPGT_SELECT, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL,
     OFPPC_NO_FWD, OFPPC_NO_RECV)
 from mnovs.ofagent.table import FlowTable, Rule
-from mnovs.ofagent.trace import (
-    FIELDS, _visits, field_items, format_action, format_flow, format_match, parse_flow,
-    parse_match, trace)
+from mnovs.ofagent.ofctl_syntax import (
+    FIELDS, field_items, format_flow, format_match, parse_flow, parse_match)
+from mnovs.ofagent.trace import _visits, format_action, trace
 from mnovs.ofagent.xlate import xlate, xlate_trace
 from test_ofproto import Switch as OFSwitch, apply, output, udp
 from test_xlate import IPV4, Switch, out

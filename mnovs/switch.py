@@ -53,7 +53,8 @@ class PyOVSSwitch(Switch):
     """An Open vSwitch-shaped switch in Python, one process per node."""
 
     def __init__(self, name, failMode='secure', protocols=None, flowLimit=10000,
-                 maxIdle=10000, emcSize=8192, macAging=300, verbose=False, **params):
+                 maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64, verbose=False,
+                 **params):
         """Init.
            name: name for the switch
            failMode: controller loss behaviour (secure|standalone)
@@ -62,6 +63,7 @@ class PyOVSSwitch(Switch):
            maxIdle: megaflow idle expiry, ms (default 10000, as OVS)
            emcSize: microflow cache entries (default 8192)
            macAging: MAC learning aging time, seconds (default 300)
+           ringSlots: receive ring slots per port, 68 KB each (default 64)
            verbose: debug logging in /tmp/<name>-pyovs.log
            dpid, listenPort: as for any Mininet switch"""
         if failMode not in FAIL_MODES:
@@ -73,7 +75,8 @@ class PyOVSSwitch(Switch):
         self.failMode = failMode
         self.protocols = protocols
         self.tuning = {'--flow-limit': flowLimit, '--max-idle': maxIdle,
-                       '--emc-size': emcSize, '--mac-aging': macAging}
+                       '--emc-size': emcSize, '--mac-aging': macAging,
+                       '--ring-slots': ringSlots}
         self.verbose = verbose
         self.proc = None
 

@@ -106,6 +106,8 @@ def build_parser():
                    help='megaflow idle expiry in ms (default 10000, as OVS)')
     p.add_argument('--emc-size', type=positive(int), default=8192,
                    help='microflow cache entries (default 8192)')
+    p.add_argument('--ring-slots', type=positive(int), default=64,
+                   help='receive ring slots per port, 68 KB each (default 64)')
     p.add_argument('--mac-aging', type=positive(float), default=300.0, metavar='SECONDS',
                    help='MAC learning aging time (default 300, as OVS)')
     p.add_argument('--mac-table-size', type=positive(int), default=8192,
@@ -125,7 +127,8 @@ class VSwitchd:
         self.running = True
         self.selector = selectors.DefaultSelector()
         self.dp = Datapath(args.name, upcall=None, flow_limit=args.flow_limit,
-                           max_idle=args.max_idle / 1000.0, emc_size=args.emc_size)
+                           max_idle=args.max_idle / 1000.0, emc_size=args.emc_size,
+                           ring_slots=args.ring_slots)
         self.normal = NormalSwitch(self.dp, MacTable(args.mac_aging, args.mac_table_size))
         self.links = LinkMonitor()
         self.ofproto = OFProto(self.dp, args.name, dpid_from_text(args.dpid), args.fail_mode,

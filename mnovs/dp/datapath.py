@@ -64,10 +64,11 @@ class Datapath:
         flow_limit: the most megaflows kept.
         max_idle: seconds a megaflow lives without traffic.
         emc_size: microflow cache entries.
+        ring_slots: receive ring slots per port (68 KB each, resident).
     """
 
     def __init__(self, name, upcall, userspace=None, flow_limit=10000,
-                 max_idle=10.0, emc_size=8192):
+                 max_idle=10.0, emc_size=8192, ring_slots=RING_FRAMES):
         self.name = name
         self.upcall = upcall
         self.userspace_cb = userspace
@@ -75,6 +76,7 @@ class Datapath:
         # stats, so the slow path can credit them (OVS's ukey reaping).
         self.flow_deleted = None
         self.flow_limit = flow_limit
+        self.ring_slots = ring_slots
         self.max_idle = max_idle
         self.ports = {}                     # port_no -> Port
         self.classifier = Classifier(KEY_LEN)
@@ -102,7 +104,7 @@ class Datapath:
             raise ValueError(f'port number {port_no} is already in use')
         if any(p.name == name for p in self.ports.values()):
             raise ValueError(f'interface {name} is already a port')
-        port = Port(port_no, name)
+        port = Port(port_no, name, self.ring_slots)
         self.ports[port_no] = port
         return port
 
@@ -198,6 +200,7 @@ class Datapath:
     def port_input(self, port):
         """Handle up to RX_BATCH frames waiting in `port`'s ring (dp_netdev_input)."""
         ring = port.ring_view
+        n_slots = port.ring_slots
         slot = port.rx_slot
         emc_get = self.emc.table.get
         port_no = port.port_no
@@ -222,7 +225,7 @@ class Datapath:
                 self._input(port, port_no, ring[start:end], emc_get, now)
             STATUS.pack_into(ring, base, TP_STATUS_KERNEL)     # hand the slot back
             slot += 1
-            if slot == RING_FRAMES:
+            if slot == n_slots:
                 slot = 0
         if slot != port.rx_slot:
             port.rx_slot = slot
@@ -243,7 +246,7 @@ class Datapath:
         Returns:
             True if port.rx_slot now points at a full slot to read.
         """
-        ahead = next_user_slot(port.ring_view, slot)
+        ahead = next_user_slot(port.ring_view, port.ring_slots, slot)
         if ahead is None:
             port.stalled_since = None
             return False
@@ -350,14 +353,14 @@ class Datapath:
         self.ports.clear()
 
 
-def next_user_slot(ring, slot):
+def next_user_slot(ring, n_slots, slot):
     """Find the next ring slot after `slot` that holds a frame.
 
     Returns:
         The slot number, or None if no slot holds a frame.
     """
-    for step in range(1, RING_FRAMES):
-        candidate = (slot + step) % RING_FRAMES
+    for step in range(1, n_slots):
+        candidate = (slot + step) % n_slots
         if STATUS.unpack_from(ring, candidate * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
             return candidate
     return None

@@ -59,7 +59,7 @@ TPACKET_STATS = struct.Struct('=II')     # packets, drops
 # A ring slot holds the slot header, headroom, the vnet header and a 64 KB
 # GSO frame; a frame that still does not fit arrives truncated and is counted.
 RING_FRAME_SIZE = 65536 + 4096          # 17 pages
-RING_FRAMES = 64                         # 4.4 MB per port, all of it resident
+RING_FRAMES = 64          # default slots: 4.4 MB per port, all of it resident
 RESERVE = 16                             # headroom to re-insert a VLAN tag
 
 VLAN_TAG = struct.Struct('!HH')
@@ -69,17 +69,19 @@ VLAN_TAG = struct.Struct('!HH')
 class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
-    __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'rx_slot',
+    __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'ring_slots',
+                 'rx_slot',
                  'stalled_since',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 
-    def __init__(self, port_no, name, sock_buf=4 << 20):
+    def __init__(self, port_no, name, ring_slots=RING_FRAMES, sock_buf=4 << 20):
         self.port_no = port_no
         self.name = name
-        self.sock = open_packet_socket(name, sock_buf)
+        self.ring_slots = ring_slots
+        self.sock = open_packet_socket(name, ring_slots, sock_buf)
         try:
-            self.ring = mmap.mmap(self.sock.fileno(), RING_FRAME_SIZE * RING_FRAMES,
+            self.ring = mmap.mmap(self.sock.fileno(), RING_FRAME_SIZE * ring_slots,
                                   mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError:
             self.sock.close()
@@ -118,7 +120,7 @@ class Port:
         self.tx_bytes += len(packet) - VNET_HDR_LEN
 
 
-def open_packet_socket(ifname, sock_buf):
+def open_packet_socket(ifname, ring_slots, sock_buf):
     """Open a non-blocking AF_PACKET socket on `ifname` set up for a switch.
 
     Raises:
@@ -134,7 +136,7 @@ def open_packet_socket(ifname, sock_buf):
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         sock.setsockopt(SOL_PACKET, PACKET_RESERVE, RESERVE)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(
-            RING_FRAME_SIZE, RING_FRAMES, RING_FRAME_SIZE, RING_FRAMES))
+            RING_FRAME_SIZE, ring_slots, RING_FRAME_SIZE, ring_slots))
         sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, sock_buf)
         sock.bind((ifname, ETH_P_ALL))
         sock.setblocking(False)

@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 from mininet.log import setLogLevel
 from mininet.topo import LinearTopo, SingleSwitchTopo
@@ -69,10 +70,12 @@ from bench_switches import (BenchError, pyovs_counters, tcp_gbps, udp_kpps,
 
 TESTS = ('addflows', 'reactive', 'pipeline', 'linear')
 FIELDS = ('test', 'config', 'switch', 'repeat', 'value', 'unit', 'flows',
-          'seconds', 'megaflow_hit_rate', 'note')
+          'seconds', 'dump_flows_s', 'megaflow_hit_rate', 'note')
+UNITS = {'addflows': 's', 'reactive': 'flows/s', 'pipeline': 'kpps',
+         'linear': 'Gbit/s'}
 RYU_APP = 'ryu.app.simple_switch_13'
 SENDER_SRC_PREFIX = b'\x02\x5e'        # sender's source MACs: 02:5e:<32-bit n>
-SENDER_ETHERTYPE = b'\x88\xb5'         # IEEE local experimental: no host reacts
+SENDER_ETHERTYPE = b'\x88\xb5'         # local experimental: no host reacts
 POLL_INTERVAL = 0.25                   # seconds between flow-count polls
 FLOW_COUNT_RE = re.compile(r'flow_count=(\d+)')
 SENDER_FLOW_AGE_RE = re.compile(r'duration=([\d.]+)s,.*dl_src=02:5e:')
@@ -145,7 +148,7 @@ def parse_list(text, choices):
     return names
 
 
-# --- OpenFlow plumbing --------------------------------------------------------
+# --- OpenFlow plumbing -------------------------------------------------------
 
 def ofctl(port, command, *args, timeout=300):
     """Run `ovs-ofctl -O OpenFlow13 command tcp:127.0.0.1:port args`.
@@ -209,7 +212,7 @@ def net_args(args):
     return {'listenPort': args.listen_port, 'autoSetMacs': True}
 
 
-# --- addflows -----------------------------------------------------------------
+# --- addflows ----------------------------------------------------------------
 
 def addflow_lines(count):
     """count distinct rules, one per address of 10.128.0.0/9 in order."""
@@ -218,28 +221,22 @@ def addflow_lines(count):
             for n in range(count)]
 
 
-def run_addflows(spec, args, repeat):
-    """Time add-flows of --flows rules, then dump-flows; return two rows."""
-    rows = [new_row('addflows', '%d flows' % args.flows, spec, repeat, 's'),
-            new_row('dump-flows', '%d flows' % args.flows, spec, repeat, 's')]
+def run_addflows(spec, args, row):
+    """Time add-flows of --flows rules, then dump-flows."""
     with mnbench.running_net(SingleSwitchTopo(k=2), spec.factory,
                              **net_args(args)):
         wait_ofctl(args.listen_port)
-        rows[0]['value'] = add_flows(args.listen_port,
-                                     addflow_lines(args.flows))
+        row['value'] = add_flows(args.listen_port, addflow_lines(args.flows))
         start = time.monotonic()
         dump = ofctl(args.listen_port, 'dump-flows')
-        rows[1]['value'] = time.monotonic() - start
-        listed = dump.count('priority=100,ip,nw_dst=10.')
-        for row in rows:
-            row['flows'] = listed
-        if listed != args.flows:
-            rows[0]['note'] = 'dump-flows lists %d of %d' % (listed,
-                                                             args.flows)
-    return rows
+        row['dump_flows_s'] = time.monotonic() - start
+        row['flows'] = dump.count('priority=100,ip,nw_dst=10.')
+        if row['flows'] != args.flows:
+            row['note'] = 'dump-flows lists %d of %d' % (row['flows'],
+                                                         args.flows)
 
 
-# --- reactive -----------------------------------------------------------------
+# --- reactive ----------------------------------------------------------------
 
 def send_frames(argv):
     """Entry point of the `send-frames` mode, run inside a Mininet host.
@@ -279,8 +276,6 @@ def wait_flow_setup(port, sender, target, stall=2.0):
         sender: the running send-frames Popen.
         target: new rules expected.
         stall: seconds without growth, after the sender ended, to give up.
-    Returns:
-        How many rules were added.
     """
     base = flow_count(port)
     if sender.stdout.readline().strip() != 'start':
@@ -294,7 +289,6 @@ def wait_flow_setup(port, sender, target, stall=2.0):
         elif (sender.poll() is not None
               and time.monotonic() - grown_at > stall):
             break
-    return grown
 
 
 def setup_span(dump):
@@ -309,15 +303,13 @@ def setup_span(dump):
     return len(ages), max(ages) - min(ages)
 
 
-def run_reactive(spec, args, repeat, rate):
+def run_reactive(spec, args, row, rate):
     """Measure new flows per second through Ryu simple_switch_13.
 
     Args:
         rate: frames per second the sender offers, for --setup-time seconds.
     """
     frames = rate * args.setup_time
-    row = new_row('reactive', '%d/s for %d s' % (rate, args.setup_time),
-                  spec, repeat, 'flows/s')
     with mnbench.ryu_controller(RYU_APP) as controller, \
             mnbench.running_net(SingleSwitchTopo(k=2), spec.factory,
                                 wait_connected=True, controller=controller,
@@ -338,10 +330,9 @@ def run_reactive(spec, args, repeat, rate):
                    value=mnbench.ratio(flows - 1, seconds))
         if flows < frames:
             row['note'] = 'flows for %d of %d frames' % (flows, frames)
-    return row
 
 
-# --- pipeline -----------------------------------------------------------------
+# --- pipeline ----------------------------------------------------------------
 
 def pipeline_lines(total, h1_mac, h2_mac):
     """Rules of the 4-table pipeline, total of them.
@@ -374,9 +365,8 @@ def pipeline_lines(total, h1_mac, h2_mac):
     return lines
 
 
-def run_pipeline(spec, args, repeat, rules):
+def run_pipeline(spec, args, row, rules):
     """UDP 64-byte received pps through the pipeline with rules rules."""
-    row = new_row('pipeline', '%d rules' % rules, spec, repeat, 'kpps')
     with mnbench.running_net(SingleSwitchTopo(k=2), spec.factory,
                              **net_args(args)) as (net, _):
         h1, h2 = net.get('h1', 'h2')
@@ -396,14 +386,12 @@ def run_pipeline(spec, args, repeat, rules):
             hits, missed = after[0] - before[0], after[1] - before[1]
             row['megaflow_hit_rate'] = mnbench.ratio(hits, hits + missed)
         row['note'] = '; '.join(notes)
-    return row
 
 
-# --- linear -------------------------------------------------------------------
+# --- linear ------------------------------------------------------------------
 
-def run_linear(spec, args, repeat):
+def run_linear(spec, args, row):
     """TCP h1 -> h4 through linear,4 under simple_switch_13 (bridge: none)."""
-    row = new_row('linear', 'linear,4 TCP', spec, repeat, 'Gbit/s')
     with (mnbench.ryu_controller(RYU_APP) if spec.kind != 'bridge'
           else contextlib.nullcontext()) as controller, \
             mnbench.running_net(LinearTopo(k=4), spec.factory,
@@ -415,36 +403,43 @@ def run_linear(spec, args, repeat):
         if not wait_forwarding(h1, h4, timeout=30):
             raise BenchError('no connectivity h1->h4')
         row['value'] = tcp_gbps(h1, h4, args.time)
-    return row
 
 
-# --- runs and report ----------------------------------------------------------
+# --- runs and report ---------------------------------------------------------
 
-def new_row(test, config, spec, repeat, unit):
-    row = dict.fromkeys(FIELDS)
-    row.update(test=test, config=config, switch=spec.label, repeat=repeat,
-               unit=unit, note='')
-    return row
+def task_runs(task, args):
+    """Return (config, measure(spec, args, row)) for each run of a task."""
+    if task == 'addflows':
+        return [('%d flows' % args.flows, run_addflows)]
+    if task == 'reactive':
+        return [('%d/s for %d s' % (rate, args.setup_time),
+                 partial(run_reactive, rate=rate))
+                for rate in args.send_rates]
+    if task == 'pipeline':
+        return [('%d rules' % rules, partial(run_pipeline, rules=rules))
+                for rules in args.pipeline_rules]
+    return [('linear,4 TCP', run_linear)]
 
 
 def run_task(task, spec, args, repeat):
-    """Run one task on one switch; return its rows, failures as notes."""
-    jobs = {
-        'addflows': lambda: run_addflows(spec, args, repeat),
-        'reactive': lambda: [run_reactive(spec, args, repeat, rate)
-                             for rate in args.send_rates],
-        'pipeline': lambda: [run_pipeline(spec, args, repeat, rules)
-                             for rules in args.pipeline_rules],
-        'linear': lambda: [run_linear(spec, args, repeat)],
-    }
-    print('%s on %s (run %d)' % (task, spec.label, repeat), flush=True)
-    try:
-        return jobs[task]()
-    except (BenchError, RuntimeError, subprocess.SubprocessError) as exc:
-        row = new_row(task, '', spec, repeat, '')
-        row['note'] = 'failed: %s' % exc
-        print('  %s' % row['note'])
-        return [row]
+    """Run each config of a task on one switch; return a row for each.
+
+    A run that fails leaves its value empty and says why in its note.
+    """
+    rows = []
+    for config, measure in task_runs(task, args):
+        print('%s %s on %s (run %d)' % (task, config, spec.label, repeat),
+              flush=True)
+        row = dict.fromkeys(FIELDS)
+        row.update(test=task, config=config, switch=spec.label,
+                   repeat=repeat, unit=UNITS[task], note='')
+        try:
+            measure(spec, args, row)
+        except (BenchError, RuntimeError, subprocess.SubprocessError) as exc:
+            row['note'] = 'failed: %s' % exc
+            print('  %s' % row['note'], flush=True)
+        rows.append(row)
+    return rows
 
 
 def summarize(rows):
@@ -457,7 +452,8 @@ def summarize(rows):
     medians = {}
     for key, runs in groups.items():
         med = dict(runs[0], repeat='median', note='')
-        for field in ('value', 'flows', 'seconds', 'megaflow_hit_rate'):
+        for field in ('value', 'flows', 'seconds', 'dump_flows_s',
+                      'megaflow_hit_rate'):
             med[field] = mnbench.median(run[field] for run in runs)
         medians[key] = med
     reactive = [m for m in medians.values() if m['test'] == 'reactive']
@@ -512,9 +508,11 @@ def ratio_pairs(task, medians):
 def report(rows, medians, ratios, repeats):
     print('\nmedians over %d run(s)' % repeats)
     mnbench.print_table(
-        ['task', 'config', 'switch', 'value', 'unit', 'flows', 'hit rate'],
+        ['task', 'config', 'switch', 'value', 'unit', 'flows',
+         'dump-flows s', 'megaflow hit'],
         [[m['test'], m['config'], m['switch'], mnbench.fmt(m['value'], 3),
-          m['unit'], mnbench.fmt(m['flows']),
+          m['unit'], mnbench.fmt(m['flows'], 0),
+          mnbench.fmt(m['dump_flows_s'], 3),
           mnbench.fmt(m['megaflow_hit_rate'], 4)] for m in medians])
     if ratios:
         print()

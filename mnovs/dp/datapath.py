@@ -186,10 +186,11 @@ class Datapath:
         return self.flow_del_if(lambda flow: flow.used < limit)
 
     def run_periodic(self, now):
-        """Housekeeping, about once a second: idle expiry, mask order, ring drops."""
+        """Housekeeping, about once a second: idle expiry, mask order, rings."""
         self.expire(now)
         self.classifier.rebalance()
-        for port in self.ports.values():
+        for port in list(self.ports.values()):
+            self._rescue_ring(port)
             drops = port.kernel_drops()
             if drops:
                 port.rx_dropped += drops
@@ -259,6 +260,26 @@ class Datapath:
         port.rx_slot = ahead
         self._count_drop('rx-slot-abandoned', 1)
         return True
+
+    def _rescue_ring(self, port):
+        """Move a reader stuck at a given-up slot of a full ring, then read on.
+
+        If the kernel gives up the slot just before its own head and every
+        other slot is full, poll never reports the socket readable again
+        (readiness is "the slot before the head is full") and no wake-up
+        comes for _skip_abandoned_slot to act on. Once a second the
+        housekeeping looks. Should it catch a fill still in flight instead,
+        skipping only reorders that frame: the reader finds it full when it
+        comes round the ring.
+        """
+        if STATUS.unpack_from(port.ring_view, port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+            return
+        ahead = next_user_slot(port.ring_view, port.ring_slots, port.rx_slot)
+        if ahead is not None:
+            port.rx_slot = ahead
+            port.stalled_since = None
+            self._count_drop('rx-slot-abandoned', 1)
+            self.port_input(port)
 
     def _input(self, port, port_no, packet, emc_get, now):
         """One packet (vnet header + frame, a view into the ring) through the caches."""

@@ -233,7 +233,7 @@ def test_arp_request():
 def test_arp_reply_and_odd_arps():
     fields, _ = extract(eth() / ARP(op=2, hwdst=MAC2, pdst='10.0.0.9'))
     assert (fields['nw_proto'], fields['arp_tha']) == (2, mac(MAC2))
-    fields, err = extract(eth() / ARP(op=0x101))     # opcode beyond 8 bits
+    fields, err = extract(eth() / ARP(op=0x101, psrc='10.0.0.1'))  # opcode beyond 8 bits
     assert err is None and fields['nw_proto'] == 0 and fields['nw_src'] != bytes(4)
     fields, err = extract(eth() / ARP(ptype=0x86dd, plen=4))  # not Ethernet/IPv4
     assert err is None

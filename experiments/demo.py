@@ -10,9 +10,7 @@ datapath statistics.
 """
 
 import argparse
-import json
 import sys
-import time
 from functools import partial
 
 from mininet.log import setLogLevel
@@ -20,23 +18,8 @@ from mininet.net import Mininet
 from mininet.topolib import TreeTopo
 
 sys.path.insert(0, __file__.rsplit('/experiments/', 1)[0])
+from bench_switches import run_iperf3  # noqa: E402  (experiments/ is on sys.path)
 from mnovs.switch import PyOVSSwitch  # noqa: E402
-
-
-def iperf3_tcp(client, server, seconds):
-    """Run iperf3 from client to server; return the receiver's Gbit/s."""
-    server_proc = server.popen(['iperf3', '-s', '-1', '-J'])
-    try:
-        for _ in range(50):
-            if '5201' in server.cmd('ss -ltn'):
-                break
-            time.sleep(0.1)
-        report = json.loads(client.cmd(f'iperf3 -c {server.IP()} -t {seconds} -J'))
-        return report['end']['sum_received']['bits_per_second'] / 1e9
-    finally:
-        if server_proc.poll() is None:
-            server_proc.kill()
-        server_proc.wait()
 
 
 def main():
@@ -53,7 +36,8 @@ def main():
         loss = net.pingAll()
         print(f'*** pingall: {loss:.0f}% dropped')
         h1, h4 = net.get('h1', 'h4')
-        gbps = iperf3_tcp(h1, h4, args.seconds)
+        client_report, _ = run_iperf3(h1, h4, args.seconds, [])
+        gbps = client_report['end']['sum_received']['bits_per_second'] / 1e9
         print(f'*** iperf3 TCP h1 -> h4 (3 switches): {gbps:.2f} Gbit/s')
         print('*** s1 datapath (mnovs-appctl s1 dpctl/show):')
         print(net.get('s1').dpctl('dpctl/show'))

@@ -33,6 +33,7 @@ RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTMGRP_LINK = 0x1
+SO_RCVBUFFORCE = 33
 
 
 def _rtnl_messages():
@@ -72,8 +73,12 @@ class LinkMonitor:
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        # Every vswitchd hears every link event of the namespace: a large
+        # topology starting or stopping is a burst.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
         self.sock.bind((0, RTMGRP_LINK))
         self.sock.setblocking(False)
+        self.overflowed = False          # notifications were lost (ENOBUFS)
         self.requests = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.requests.bind((0, 0))
         self.requests.settimeout(2.0)
@@ -94,7 +99,8 @@ class LinkMonitor:
                 data = self.sock.recv(1 << 16)
             except BlockingIOError:
                 return found
-            except OSError:         # ENOBUFS: we fell behind; what we have is still news
+            except OSError:         # ENOBUFS: we fell behind; the caller resyncs
+                self.overflowed = True
                 return found
             for kind, raw in _messages(data):
                 if kind in (RTM_NEWLINK, RTM_DELLINK):

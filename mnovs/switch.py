@@ -14,7 +14,9 @@ project root) when there is one, else with the interpreter running Mininet.
 It lives in the root namespace, opens a packet socket on each of the switch's
 interfaces, and logs to /tmp/<name>-pyovs.log. Control goes through its unix
 socket (mnovs.unixctl), which is also what `dpctl dpctl/show` in Mininet's CLI
-reaches. `mn -c` kills leftover vswitchds by pid file.
+reaches. A vswitchd exits by itself when the Mininet process that started it
+is gone (--parent-pid). `mn -c --custom mnovs/switch.py` kills leftover
+vswitchds by pid file (plain `mn -c` does not load this file).
 """
 
 import os
@@ -40,7 +42,7 @@ if PROJECT_ROOT not in sys.path:
 from mnovs import paths, unixctl  # noqa: E402  (needs the sys.path above)
 
 STARTUP_TIMEOUT = 15.0     # seconds for a batch of vswitchds to come up
-EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour `exit` / SIGTERM
+EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour SIGTERM
 FAIL_MODES = ('secure', 'standalone')
 
 
@@ -101,7 +103,7 @@ class PyOVSSwitch(Switch):
     def vswitchd_argv(self, controllers):
         argv = [vswitchd_python(), '-m', 'mnovs.vswitchd', '--name', self.name,
                 '--dpid', self.dpid, '--fail-mode', self.failMode,
-                '--log-file', paths.log_path(self.name)]
+                '--log-file', paths.log_path(self.name), '--parent-pid', str(os.getpid())]
         for intf in self.intfList():
             if intf.name != 'lo':
                 argv += ['--port', f'{intf.name}={self.ports[intf]}']
@@ -207,7 +209,7 @@ class PyOVSSwitch(Switch):
         info(self.appctl('dpctl/del-if', name))
 
     def stop(self, deleteIntfs=True):
-        "Stop the vswitchd (exit, then SIGTERM, then SIGKILL) and clean up."
+        "Stop the vswitchd (SIGTERM, then SIGKILL after EXIT_TIMEOUT) and clean up."
         self.request_exit()
         self.reap()
         super().stop(deleteIntfs)

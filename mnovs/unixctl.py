@@ -84,7 +84,7 @@ class UnixctlServer:
         with conn:
             conn.settimeout(2.0)
             try:
-                request = _read_line(conn)
+                request = _read_line(conn, MAX_REQUEST)
                 try:
                     argv = json.loads(request)
                 except ValueError:
@@ -109,14 +109,14 @@ def _count(lo, hi):
     return f'{lo} to {hi} arguments'
 
 
-def _read_line(conn):
+def _read_line(conn, limit=None):
     data = b''
     while not data.endswith(b'\n'):
-        chunk = conn.recv(4096)
+        chunk = conn.recv(65536)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_REQUEST:
+        if limit is not None and len(data) > limit:
             raise OSError('request too long')
     return data.decode(errors='replace')
 

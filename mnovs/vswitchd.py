@@ -15,8 +15,9 @@ ovs-ofctl, and the fail mode: with no controller connected, `standalone`
 forwards with NORMAL learning and `secure` keeps its flow tables (empty at
 start, so it drops).
 
-It stops on SIGTERM, SIGINT or the `exit` command, and then removes its
-control socket and pid file.
+It stops on SIGTERM, SIGINT or the `exit` command, or when the process that
+started it (--parent-pid: Mininet) is gone, and then removes its control
+socket and pid file.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 
@@ -98,6 +100,8 @@ def build_parser():
                    help='passive OpenFlow port (ptcp:PORT)')
     p.add_argument('--ctl', default=None, help='control socket path')
     p.add_argument('--pidfile', default=None, help='pid file path')
+    p.add_argument('--parent-pid', type=positive(int), default=None, metavar='PID',
+                   help='exit when this process is gone (Mininet passes its own pid)')
     p.add_argument('--log-file', default=None, help='log file (default: stderr)')
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     p.add_argument('--flow-limit', type=positive(int), default=10000,
@@ -115,17 +119,54 @@ def build_parser():
     return p
 
 
-class Shutdown(Exception):
-    """Raised by the signal handler to leave the poll loop."""
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StopSignals:
+    """SIGTERM and SIGINT end the poll loop at its next turn, never mid-packet.
+
+    The handler only records the signal; Python's wakeup fd (a socketpair
+    the selector watches) makes a sleeping select() return at once. Raising
+    from the handler instead could land inside any `except Exception` of a
+    packet or message handler and be swallowed.
+    """
+
+    def __init__(self):
+        self.received = None
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+        signal.set_wakeup_fd(self.writer.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._record)
+
+    def _record(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def drain(self, events=None):
+        try:
+            while self.reader.recv(64):
+                pass
+        except BlockingIOError:
+            pass
 
 
 class VSwitchd:
     """The process: datapath, slow path, control socket and poll loop."""
 
-    def __init__(self, args):
+    def __init__(self, args, stop):
         self.args = args
+        self.stop = stop
         self.running = True
         self.selector = selectors.DefaultSelector()
+        self.selector.register(stop.reader, selectors.EVENT_READ, stop.drain)
         self.dp = Datapath(args.name, upcall=None, flow_limit=args.flow_limit,
                            max_idle=args.max_idle / 1000.0, emc_size=args.emc_size,
                            ring_slots=args.ring_slots)
@@ -179,7 +220,13 @@ class VSwitchd:
         self.dp.port_input(port)
 
     def _link_events(self, events=None):
-        for name, up, deleted in self.links.events():
+        events = self.links.events()
+        if self.links.overflowed:
+            # Notifications were lost: ask the kernel for every port's state.
+            self.links.overflowed = False
+            events = [(port.name, *self._link_state(port.name)) for port in
+                      list(self.dp.ports.values())]
+        for name, up, deleted in events:
             port = self.dp.port_by_name(name)
             if port is None:
                 continue
@@ -194,6 +241,13 @@ class VSwitchd:
                 log.info('port %d: %s is %s', port.port_no, name, 'up' if up else 'down')
                 self.ofproto.port_changed(port.port_no)
                 self.normal.port_changed(port.port_no)
+
+    def _link_state(self, name):
+        """(up, deleted) of an interface, asked of the kernel."""
+        try:
+            return self.links.is_up(name), False
+        except OSError:
+            return False, True
 
     # --- control commands --------------------------------------------------
 
@@ -250,7 +304,7 @@ class VSwitchd:
 
     def run(self):
         next_tick = time.monotonic() + HOUSEKEEPING_INTERVAL
-        while self.running:
+        while self.running and self.stop.received is None:
             timeout = max(0.0, next_tick - time.monotonic())
             ready = self.selector.select(timeout)
             registered = self.selector.get_map()
@@ -262,6 +316,9 @@ class VSwitchd:
             self.ofproto.run()
             now = time.monotonic()
             if now >= next_tick:
+                if self.args.parent_pid and not process_alive(self.args.parent_pid):
+                    log.warning('parent process %d is gone: exiting', self.args.parent_pid)
+                    break
                 self.ofproto.run_periodic(now)
                 self.dp.run_periodic(now)
                 self.normal.run_periodic(now)
@@ -276,18 +333,15 @@ class VSwitchd:
         self.selector.close()
 
 
-def _raise_shutdown(signum, frame):
-    raise Shutdown(signal.Signals(signum).name)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         filename=args.log_file, level=logging.DEBUG if args.verbose else logging.INFO,
         format='%(asctime)s %(name)s %(levelname)s %(message)s')
     os.makedirs(paths.RUN_DIR, exist_ok=True)
+    stop = StopSignals()
     try:
-        switch = VSwitchd(args)
+        switch = VSwitchd(args, stop)
     except (OSError, ValueError) as err:
         message = f'mnovs-vswitchd: {args.name}: {getattr(err, "strerror", None) or err}'
         if args.log_file:
@@ -297,14 +351,11 @@ def main(argv=None):
     pidfile = args.pidfile or paths.pid_path(args.name)
     with open(pidfile, 'w') as f:
         f.write(f'{os.getpid()}\n')
-    signal.signal(signal.SIGTERM, _raise_shutdown)
-    signal.signal(signal.SIGINT, _raise_shutdown)
     log.info('%s started: %d ports, fail mode %s', args.name, len(switch.dp.ports),
              args.fail_mode)
     try:
         switch.run()
-    except Shutdown as why:
-        log.info('%s stopping on %s', args.name, why)
+        log.info('%s stopping on %s', args.name, stop.received or 'the exit command')
     finally:
         switch.close()
         try:

@@ -27,14 +27,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # A venv that sees Debian's Mininet (importable only from /usr/bin/python3).
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mininet.net' 2>/dev/null; then
     echo "*** venv: creating .venv"
+    rm -rf .venv
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=.venv/.mnovs-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
-        || ! .venv/bin/python -c 'import mnovs, pyroute2, scapy, pytest, matplotlib, ryu' 2>/dev/null; then
+        || ! .venv/bin/python -c 'import mininet.net, mnovs, pyroute2, scapy, pytest, matplotlib, ryu' 2>/dev/null; then
     echo "*** pip: installing mnovs and its Python dependencies"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,ryu]'

@@ -11,8 +11,9 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('pop_mpls', ethertype)             remove the top label stack entry
     ('meter', meter_id)                 dp.meters.apply(...); a drop ends the list
 
-validate_actions() checks their shape once, before a flow is installed;
-execute() then trusts it (an unvalidated action may raise). Dispatch is a
+validate_actions() checks their shape; the slow path's translations are
+checked against it in tests, and execute() trusts its input (an invalid
+action may raise, which the datapath counts as a lost upcall). Dispatch is a
 dict from action name to a small exec_* function; set_masked dispatches again
 through a dict of fields. An exec_* function returns None to go on, or a
 truthy verdict that ends the list: _METER_DROP, or _SOFTWARE_OFFLOAD (below).
@@ -122,7 +123,7 @@ def execute(dp, packet, actions):
             get vnet header + frame and must not keep the buffer.
         packet: bytes, bytearray or memoryview: vnet header + frame. Never
             modified and not referenced after return.
-        actions: a tuple that passed validate_actions(); () drops.
+        actions: a tuple of valid actions (see validate_actions); () drops.
 
     Side effects:
         dp.drops[reason] counts the 'meter' and 'mpls-offload' drops; dp.meters

@@ -190,7 +190,7 @@ class Datapath:
         self.expire(now)
         self.classifier.rebalance()
         for port in list(self.ports.values()):
-            self._rescue_ring(port)
+            self._rescue_ring(port, now)
             drops = port.kernel_drops()
             if drops:
                 port.rx_dropped += drops
@@ -261,24 +261,20 @@ class Datapath:
         self._count_drop('rx-slot-abandoned', 1)
         return True
 
-    def _rescue_ring(self, port):
+    def _rescue_ring(self, port, now):
         """Move a reader stuck at a given-up slot of a full ring, then read on.
 
         If the kernel gives up the slot just before its own head and every
         other slot is full, poll never reports the socket readable again
-        (readiness is "the slot before the head is full") and no wake-up
-        comes for _skip_abandoned_slot to act on. Once a second the
-        housekeeping looks. Should it catch a fill still in flight instead,
-        skipping only reorders that frame: the reader finds it full when it
-        comes round the ring.
+        (readiness is "the slot before the head is full"), so no wake-up
+        comes for _skip_abandoned_slot to act on. The housekeeping asks it
+        instead, once a second: the first look starts the grace period, a
+        later one skips.
         """
-        if STATUS.unpack_from(port.ring_view, port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+        slot = port.rx_slot
+        if STATUS.unpack_from(port.ring_view, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
             return
-        ahead = next_user_slot(port.ring_view, port.ring_slots, port.rx_slot)
-        if ahead is not None:
-            port.rx_slot = ahead
-            port.stalled_since = None
-            self._count_drop('rx-slot-abandoned', 1)
+        if self._skip_abandoned_slot(port, slot, now):
             self.port_input(port)
 
     def _input(self, port, port_no, packet, emc_get, now):

@@ -8,8 +8,8 @@ insertion order and a refresh re-inserts, so the first entry is the oldest).
 
 Every change that can alter a translation is reported to the caller, which
 must revalidate the datapath flows that depend on it: `learn` returns whether
-the port of a MAC changed, and `expire`/`flush_port` return the keys they
-dropped.
+the port of a MAC changed and which entry a full table evicted, and
+`expire`/`flush_port` return the keys they dropped.
 """
 
 
@@ -33,15 +33,19 @@ class MacTable:
         """Record that `mac` was seen on `port_no`.
 
         Returns:
-            True if this is news (new MAC or a MAC move), which invalidates
-            translations of packets sent to or from `mac`.
+            (news, evicted): news is True for a new MAC or a MAC move, which
+            invalidates translations of packets sent to or from `mac`;
+            evicted is the (vlan, mac) pushed out of a full table, or None
+            (translations towards it change too).
         """
         key = (vlan, mac)
         entry = self.entries.pop(key, None)
+        evicted = None
         if entry is None and len(self.entries) >= self.max_entries:
-            self.entries.pop(next(iter(self.entries)))
+            evicted = next(iter(self.entries))
+            del self.entries[evicted]
         self.entries[key] = [port_no, now]
-        return entry is None or entry[0] != port_no
+        return entry is None or entry[0] != port_no, evicted
 
     def expire(self, now):
         """Forget entries idle for longer than the aging time.

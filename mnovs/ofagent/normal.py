@@ -23,7 +23,8 @@ MAC table knows is baked into megaflows, so every change is followed by a
 revalidation of the flows it touches:
 - a new or moved MAC: flows *to* it are re-translated, flows *from* it on
   another port are deleted (they encode "this MAC lives on in_port");
-- an aged-out MAC: flows to it are re-translated;
+- an aged-out MAC, or one evicted from a full table: flows to it are
+  re-translated;
 - a port going down or away: its MACs are flushed and all flows re-translated.
 Megaflow hits take no upcall, so, as OVS's revalidators push stats into the
 learning table, `run_periodic` refreshes the MACs of flows used since the
@@ -78,11 +79,15 @@ class NormalSwitch:
         self.dp = dp
         self.macs = mac_table if mac_table is not None else MacTable()
         self.last_pass = time.monotonic()
-        # What revalidation re-translates with, and which megaflows NORMAL
-        # made: NORMAL itself and all of them alone; the OpenFlow agent
-        # above replaces both (its pipeline reaches NORMAL only by rule).
-        self.retranslate = self.xlate
+        # How revalidation judges a megaflow, and which megaflows NORMAL
+        # made: by NORMAL's own translation, all of them, when NORMAL works
+        # alone; the OpenFlow agent above replaces both (its pipeline
+        # reaches NORMAL only by rule, and credits rules).
+        self.is_stale = self._is_stale
         self.went_through_normal = lambda flow: True
+
+    def _is_stale(self, flow):
+        return self.xlate(flow.key) != (flow.actions, flow.mask)
 
     def xlate(self, key):
         """Translate a flow key through NORMAL: (actions, mask), no side effects."""
@@ -120,8 +125,11 @@ class NormalSwitch:
         if port is None or not port.up:
             return
         vlan = key_vlan(key)
-        if self.macs.learn(vlan, src, in_port, now):
+        news, evicted = self.macs.learn(vlan, src, in_port, now)
+        if news:
             self._mac_changed(vlan, src, in_port)
+        if evicted is not None:
+            self._revalidate_to(*evicted)
 
     def _mac_changed(self, vlan, mac, port_no):
         """Drop or re-translate the megaflows that depend on where `mac` is."""
@@ -131,18 +139,18 @@ class NormalSwitch:
         self._revalidate_to(vlan, mac)
 
     def _revalidate_to(self, vlan, mac):
-        revalidate(self.dp, self.retranslate,
+        revalidate(self.dp, self.is_stale,
                    lambda flow: flow.key[ETH_DST] == mac and key_vlan(flow.key) == vlan)
 
     def port_changed(self, port_no):
         """A port went up, down, or away: forget its MACs and re-translate all."""
         self.macs.flush_port(port_no)
-        revalidate(self.dp, self.retranslate)
+        revalidate(self.dp, self.is_stale)
 
     def flush(self):
         """fdb/flush: forget every MAC and every megaflow built on them."""
         self.macs.flush()
-        revalidate(self.dp, self.retranslate)
+        revalidate(self.dp, self.is_stale)
 
     def run_periodic(self, now):
         """Refresh MACs of active flows, then age out the rest."""

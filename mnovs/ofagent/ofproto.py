@@ -29,7 +29,7 @@ or controller change sets `need_revalidate`; after the current batch of
 events every megaflow is translated again from its own key and deleted if
 its actions, mask, or the rules it credits changed. BARRIER waits for this.
 MAC learning changes revalidate through NormalSwitch, which calls back
-`retranslate` here.
+`is_stale` here.
 
 Fail modes, as OVS: while no controller connection is up, `standalone`
 forwards with NORMAL (mnovs.ofagent.normal) and `secure` keeps its flows and
@@ -59,6 +59,7 @@ from mnovs.ofagent.ofp import (
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
     OFPFF_SEND_FLOW_REM, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD,
     OFPPR_DELETE, OFPPR_MODIFY, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
+from mnovs.ofagent.revalidator import revalidate
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
 
@@ -75,6 +76,7 @@ DEFAULT_ASYNC = {
     'port_status': (0b111, 0b111),       # ADD, DELETE, MODIFY
     'flow_removed': (0b1111, 0b0000),    # IDLE, HARD, DELETE, GROUP_DELETE
 }
+SERVICE_ASYNC = {kind: (0, 0) for kind in DEFAULT_ASYNC}
 VNET_NONE = bytes(VNET_HDR_LEN)          # a vnet header that asks nothing of the kernel
 ROLE_NAMES = {OFPCR_ROLE_EQUAL: 'equal', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
 
@@ -212,7 +214,7 @@ class OFProto:
         dp.upcall = self.upcall
         dp.userspace_cb = self.userspace
         dp.flow_deleted = self.flow_deleted
-        normal.retranslate = self.retranslate
+        normal.is_stale = self.is_stale
         normal.went_through_normal = went_through_normal
 
     # --- controllers ---------------------------------------------------------
@@ -240,9 +242,16 @@ class OFProto:
         self.check_fail_mode()
 
     def connection_up(self, channel):
-        """HELLO done: the channel takes part in the session."""
+        """HELLO done: the channel takes part in the session.
+
+        A controller gets the spec's default async config. A service
+        connection (ovs-ofctl on the listener) gets none until it asks with
+        SET_ASYNC, as OVS does: a dump-flows must not receive packet-ins or
+        use up packet buffers.
+        """
         channel.role = OFPCR_ROLE_EQUAL
-        channel.async_config = dict(DEFAULT_ASYNC)
+        channel.async_config = dict(DEFAULT_ASYNC if self.is_controller(channel)
+                                    else SERVICE_ASYNC)
         self.channels.add(channel)
         self.check_fail_mode()
 
@@ -304,13 +313,6 @@ class OFProto:
             return result.actions, None, None
         return result.actions, result.mask, Ukey(result, self.normal_used)
 
-    def retranslate(self, key):
-        """Pure translation, for revalidation: (actions, mask)."""
-        if self.fail_open():
-            return self.normal.xlate(key)
-        result = xlate(self.ctx, key)
-        return result.actions, result.mask
-
     def userspace(self, packet, userdata, in_port):
         """A ('userspace', userdata) action ran: send the packet to the controllers."""
         decoded = decode_userdata(userdata)
@@ -365,21 +367,27 @@ class OFProto:
         for flow in self.dp.flow_dump():
             self._push(flow, flow.ukey)
 
+    def is_stale(self, flow):
+        """Does a fresh translation differ from what the megaflow caches?
+
+        In fail-open mode NORMAL judges; otherwise the pipeline does, and a
+        megaflow is also stale when its statistics would now be credited to
+        other rules or group buckets (or it has no ukey: NORMAL made it).
+        """
+        if self.fail_open():
+            return self.normal._is_stale(flow)
+        ukey = flow.ukey
+        if ukey is None:
+            return True
+        result = xlate(self.ctx, flow.key)
+        old = ukey.result
+        return (result.actions != flow.actions or result.mask != flow.mask
+                or result.rules != old.rules or result.groups != old.groups)
+
     def revalidate(self):
         """Delete every megaflow whose translation is no longer what it caches."""
         self.need_revalidate = False
-        if self.fail_open():
-            return
-
-        def stale(flow):
-            ukey = flow.ukey
-            if ukey is None:
-                return True
-            result = xlate(self.ctx, flow.key)
-            old = ukey.result
-            return (result.actions != flow.actions or result.mask != flow.mask
-                    or result.rules != old.rules or result.groups != old.groups)
-        self.dp.flow_del_if(stale)
+        revalidate(self.dp, self.is_stale)
 
     def run(self):
         """After each batch of events: revalidate if anything changed."""

@@ -155,12 +155,10 @@ def _aggregate_stats(ofproto, body, now):
 
 
 def _table_stats(ofproto, body, now):
-    # FlowTable keeps no lookup/matched counters today (xlate would have to
-    # count every lookup); if it ever does, under these names, they show
-    # here.  Until then both are 0.
-    ofproto.push_stats(now)
-    return tuple(TableStats(table.table_id, len(table), getattr(table, 'lookup_count', 0),
-                            getattr(table, 'matched_count', 0))
+    # Lookup and matched counts are not kept: cached megaflows hide the
+    # lookups, and crediting them back per table is not done yet. They are
+    # reported as 0; active_count is exact.
+    return tuple(TableStats(table.table_id, len(table), 0, 0)
                  for table in ofproto.pipeline.tables)
 
 

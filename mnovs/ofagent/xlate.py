@@ -36,8 +36,9 @@ output, a push/pop, or a controller action, commit() emits one
 ('set_masked', field, value, mask) per dirty field, with values from `flow`.
 A rewrite thus needs no knowledge of the old value, and costs no mask bit.
 Rewrites, pushes and pops left at the end of the list, which no output would
-see, are dropped.  mnovs never buffers packets, so every translation may be
-cached (`cacheable` is False only when a group chain is cut short).
+see, are dropped.  A packet-in's buffering is decided when it is sent (in
+ofproto.py), not here, so every translation may be cached (`cacheable` is
+False only when a group chain is cut short).
 
 Semantics (OF1.3, chapter 5):
 - Table 0 first.  A miss without a table-miss rule drops the packet (actions

@@ -63,7 +63,7 @@ def test_iperf3_tcp_with_default_offloads(make_net, iperf3, dp_counters):
 
 def test_vlan_tagged_traffic_crosses(make_net):
     # This kernel has no 8021q module, so the hosts send tagged frames with
-    # scapy. The switch's receive side gets the tag in PACKET_AUXDATA and must
+    # scapy. The switch's receive side gets the tag in its ring slot's header and must
     # put it back; tcpdump on h2 must see the frames still tagged.
     net = make_net(SingleSwitchTopo(2))
     h1, h2 = net.get('h1', 'h2')

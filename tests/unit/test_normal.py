@@ -152,3 +152,13 @@ def test_random_changes_never_leave_a_stale_megaflow():
             normal.macs.idle_time = 20
             normal.run_periodic(now)
         assert_no_stale_flow(dp, normal)
+
+
+def test_mac_evicted_from_a_full_table_leaves_no_stale_flow():
+    dp, normal = make_switch()
+    normal.macs.max_entries = 2
+    receive(dp, 1, mac(1), mac(2))
+    receive(dp, 2, mac(2), mac(1))      # flow h2 -> h1 outputs to port 1
+    receive(dp, 3, mac(3), mac(1))      # h3 learned: h1, the oldest, is evicted
+    assert normal.macs.lookup(0, bytes.fromhex('000000000001')) is None
+    assert_no_stale_flow(dp, normal)

@@ -120,13 +120,7 @@ def parse_args():
                         help='linear: TCP test seconds (default 10)')
     parser.add_argument('--listen-port', type=int, default=6654,
                         help='passive OpenFlow port of s1 (default 6654)')
-    parser.add_argument('--ovs-datapath', choices=('auto', 'user', 'kernel'),
-                        default='auto',
-                        help='OVS datapath (default: kernel if available)')
-    parser.add_argument('--csv', default='experiments/results/openflow.csv',
-                        help='CSV output path')
-    parser.add_argument('--verbose', action='store_true',
-                        help="show Mininet's info log")
+    mnbench.add_output_options(parser, 'experiments/results/openflow.csv', ovs_datapath=True)
     args = parser.parse_args()
     if min(args.pipeline_rules) < 10:
         parser.error('--pipeline-rules: each count must be at least 10')

@@ -71,13 +71,7 @@ def parse_args():
                         help='UDP test seconds (default 10)')
     parser.add_argument('--pings', type=int, default=20,
                         help='pings for the RTT (default 20)')
-    parser.add_argument('--ovs-datapath', choices=('auto', 'user', 'kernel'),
-                        default='auto',
-                        help='OVS datapath (default: kernel if available)')
-    parser.add_argument('--csv', default='experiments/results/bench.csv',
-                        help='CSV output path')
-    parser.add_argument('--verbose', action='store_true',
-                        help="show Mininet's info log")
+    mnbench.add_output_options(parser, 'experiments/results/bench.csv', ovs_datapath=True)
     return parser.parse_args()
 
 

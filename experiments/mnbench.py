@@ -403,6 +403,16 @@ def fmt(value, digits=2):
     return str(value)
 
 
+def add_output_options(parser, csv_path, ovs_datapath=True):
+    """The options every benchmark shares: --csv, --verbose, and --ovs-datapath."""
+    if ovs_datapath:
+        parser.add_argument('--ovs-datapath', choices=('auto', 'user', 'kernel'),
+                            default='auto',
+                            help='OVS datapath (default: kernel if available)')
+    parser.add_argument('--csv', default=csv_path, help='CSV output path')
+    parser.add_argument('--verbose', action='store_true', help="show Mininet's info log")
+
+
 def print_table(headers, rows):
     """Print rows (lists of strings) under headers, columns aligned."""
     widths = [max(len(str(cell)) for cell in column)

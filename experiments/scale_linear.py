@@ -51,10 +51,7 @@ def parse_args():
                              '(default: pyovs,ovs)')
     parser.add_argument('--settle', type=float, default=2.0,
                         help='idle seconds before reading RSS (default 2)')
-    parser.add_argument('--csv', default='experiments/results/scale.csv',
-                        help='CSV output path')
-    parser.add_argument('--verbose', action='store_true',
-                        help="show Mininet's info log")
+    mnbench.add_output_options(parser, 'experiments/results/scale.csv', ovs_datapath=False)
     return parser.parse_args()
 
 

@@ -5,15 +5,15 @@ megaflow that last matched it, so that a packet of a known microflow costs one
 dict probe instead of a tuple-space search (classifier.py).
 
 What it holds: `table`, a plain dict {flow key bytes: Megaflow}, at most
-`size` entries. The datapath may probe it inline (`emc.table.get(key)`) on its
-hot path, provided it then treats a megaflow whose `alive` is False as a miss,
-as lookup() does.
+`size` entries. The datapath probes it inline (`emc.table.get(key)`) on its
+hot path, a method call per packet being worth avoiding, and treats a
+megaflow whose `alive` is False as a miss.
 
 Invalidation: none is pushed here. When the classifier removes or replaces a
-megaflow it sets `alive` False; the entries that still point to it are found
-dead on their next lookup and deleted then, or are swept by the next
-clear-all. So removing a megaflow costs nothing here, and a stale entry can
-never forward a packet.
+megaflow it sets `alive` False; an entry that still points to it misses, and
+is overwritten when the datapath inserts the megaflow the classifier finds
+next, or swept by the next clear-all. So removing a megaflow costs nothing
+here, and a stale entry can never forward a packet.
 
 Eviction: when an insert of a new key finds the table full, the whole table
 is cleared. A dict has no cheap "evict one": popping its first item leaves
@@ -31,15 +31,13 @@ computed once per bytes object and cached by CPython) and one attribute test.
 
 
 class MicroflowCache:
-    """Flow key bytes -> Megaflow, bounded, with lazy removal of dead entries.
+    """Flow key bytes -> Megaflow, bounded; dead entries are left to be overwritten.
 
     Args:
         size: the most entries held (default 8192, OVS's EMC size).
-
-    Counters: n_hits (lookups that returned a live megaflow).
     """
 
-    __slots__ = ('table', 'size', 'n_hits')
+    __slots__ = ('table', 'size')
 
     def __init__(self, size=8192):
         if size < 1:
@@ -47,24 +45,9 @@ class MicroflowCache:
                              % (size,))
         self.table = {}
         self.size = size
-        self.n_hits = 0
 
     def __len__(self):
         return len(self.table)
-
-    def lookup(self, key):
-        """Return the live megaflow cached for this exact key, or None.
-
-        A dead megaflow's entry is deleted and counts as a miss.
-        """
-        flow = self.table.get(key)
-        if flow is None:
-            return None
-        if flow.alive:
-            self.n_hits += 1
-            return flow
-        del self.table[key]
-        return None
 
     def insert(self, key, flow):
         """Cache flow for this exact key; clear the table first if it is full."""

@@ -15,6 +15,7 @@ def key(n, port=1):
 def fake_port(no):
     sent = []
     return SimpleNamespace(port_no=no, name=f'p{no}', up=True, sent=sent,
+                           rx_packets=0, rx_bytes=0, rx_dropped=0,
                            send=lambda pkt: sent.append(bytes(pkt)))
 
 
@@ -84,3 +85,27 @@ def test_deleting_a_port_deletes_its_megaflows():
     other = dp.flow_put(key(3, port=2), MASK, (('output', 3),))
     dp.del_port(1)
     assert not from_1.alive and not to_1.alive and other.alive
+
+
+def test_a_deleted_megaflow_left_in_the_emc_never_forwards():
+    # The EMC learns of no deletion: its entry points to a dead megaflow,
+    # which the datapath must take for a miss and replace.
+    frame = bytes.fromhex('000000000002' '000000000001' '0800') + bytes(46)
+    upcalls = []
+
+    def upcall(packet, k):
+        upcalls.append(k)
+        return (('output', len(upcalls) + 1),), make_mask(['in_port']), None
+    dp = Datapath('t', upcall=upcall)
+    port = fake_port(1)
+    dp.ports.update({1: port, 2: fake_port(2), 3: fake_port(3)})
+    packet = memoryview(bytes(10) + frame)
+    dp._input(port, 1, packet, dp.emc.table.get, 0.0)      # upcall: output 2
+    dp._input(port, 1, packet, dp.emc.table.get, 0.0)      # classifier hit, EMC filled
+    dp._input(port, 1, packet, dp.emc.table.get, 0.0)      # EMC hit
+    assert len(upcalls) == 1 and len(dp.ports[2].sent) == 3
+    dp.flow_flush()
+    dp._input(port, 1, packet, dp.emc.table.get, 0.0)      # dead entry: a miss
+    assert len(upcalls) == 2 and len(dp.ports[3].sent) == 1 and len(dp.ports[2].sent) == 3
+    dp._input(port, 1, packet, dp.emc.table.get, 0.0)
+    assert dp.emc.table[upcalls[0]].alive and len(dp.ports[3].sent) == 2

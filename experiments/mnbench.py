@@ -15,7 +15,7 @@ else:
   on an error, Ctrl-C or SIGTERM (`run`).
   Cleanup defers further Ctrl-C (`deferred_signals`) so that a second
   impatient Ctrl-C cannot leave veths or switches behind.
-  Nothing here ever runs `mn -c` or kills by name;
+  every process is stopped by its own pid, every net by its own stop();
 - small readers (`rss_mb`, `pid_alive`) and output (`print_table`,
   `write_csv`, `median`).
 

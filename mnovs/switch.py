@@ -15,8 +15,9 @@ It lives in the root namespace, opens a packet socket on each of the switch's
 interfaces, and logs to /tmp/<name>-pyovs.log. Control goes through its unix
 socket (mnovs.unixctl), which is also what `dpctl dpctl/show` in Mininet's CLI
 reaches. A vswitchd exits by itself when the Mininet process that started it
-is gone (--parent-pid). `mn -c --custom mnovs/switch.py` kills leftover
-vswitchds by pid file (plain `mn -c` does not load this file).
+is gone (--parent-pid). The file also registers a Mininet cleanup hook that
+stops leftover vswitchds by the pids in their pid files (each checked to be a
+vswitchd first) and removes their files.
 """
 
 import os
@@ -251,7 +252,7 @@ def remove_runtime_files(name):
 
 
 def cleanup():
-    "For `mn -c`: kill leftover vswitchds by pid file and remove their files."
+    "Mininet's cleanup hook: stop leftover vswitchds by their pid files, remove their files."
     if not os.path.isdir(paths.RUN_DIR):
         return
     for entry in os.listdir(paths.RUN_DIR):
@@ -266,8 +267,8 @@ def cleanup():
         except (OSError, ValueError):
             is_ours = False
         if is_ours:
-            info(f'*** Killing stale pyovs vswitchd {name} (pid {pid})\n')
-            os.kill(pid, signal.SIGKILL)
+            info(f'*** Stopping stale pyovs vswitchd {name} (pid {pid})\n')
+            os.kill(pid, signal.SIGTERM)
         remove_runtime_files(name)
 
 

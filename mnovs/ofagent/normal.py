@@ -83,10 +83,11 @@ class NormalSwitch:
         # made: by NORMAL's own translation, all of them, when NORMAL works
         # alone; the OpenFlow agent above replaces both (its pipeline
         # reaches NORMAL only by rule, and credits rules).
-        self.is_stale = self._is_stale
+        self.is_stale = self.stale_by_normal
         self.went_through_normal = lambda flow: True
 
-    def _is_stale(self, flow):
+    def stale_by_normal(self, flow):
+        """Would NORMAL now translate this megaflow's key differently?"""
         return self.xlate(flow.key) != (flow.actions, flow.mask)
 
     def xlate(self, key):

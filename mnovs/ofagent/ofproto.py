@@ -375,7 +375,7 @@ class OFProto:
         other rules or group buckets (or it has no ukey: NORMAL made it).
         """
         if self.fail_open():
-            return self.normal._is_stale(flow)
+            return self.normal.stale_by_normal(flow)
         ukey = flow.ukey
         if ukey is None:
             return True

@@ -26,6 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# OVS's run directory: ovs-testcontroller (Mininet's default controller)
+# creates its control socket there and dies without it. It is a tmpfs
+# directory that only a started OVS service makes, and apt in a container
+# or CI image (policy-rc.d) does not start the service.
+mkdir -p /var/run/openvswitch
+
 # A venv that sees Debian's Mininet (importable only from /usr/bin/python3).
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mininet.net' 2>/dev/null; then
     echo "*** venv: creating .venv"
@@ -38,6 +44,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
         || ! .venv/bin/python -c 'import mininet.net, mnovs, pyroute2, scapy, pytest, matplotlib, ryu' 2>/dev/null; then
     echo "*** pip: installing mnovs and its Python dependencies"
     .venv/bin/python -m pip install -q --upgrade pip
+    # Ryu 4.34's setup.py (pbr, easy_install hooks) builds only with an old
+    # setuptools; pip's isolated build would fetch the newest, which fails.
+    .venv/bin/python -m pip install -q 'setuptools<70' wheel pbr
+    .venv/bin/python -m pip install -q --no-build-isolation \
+        'ryu==4.34' 'eventlet==0.33.3' 'dnspython>=2,<2.3'
     .venv/bin/python -m pip install -q -e '.[test,ryu]'
     echo "$want" > "$stamp"
 fi

@@ -1,6 +1,7 @@
 """dpctl/* control commands: the datapath as `ovs-appctl dpctl/...` shows it.
 
-    dpctl/show          ports, lookups hit/missed/lost, masks, caches, drops
+    dpctl/show          ports, lookups hit/missed/lost, masks, caches, upcall
+                        queues, drops by reason, recoveries (ring resets)
     dpctl/dump-flows    every megaflow: key/mask, stats, actions (odp syntax)
     dpctl/del-flows     delete every megaflow (they come back by upcall)
 
@@ -28,8 +29,10 @@ def show(dp):
         '  caches:',
         f"    emc: hit:{s['emc_hits']} entries:{s['emc_entries']} size:{dp.emc.size}",
         f"    masks-cache: hit:{s['mask_cache_hits']} size:{dp.classifier.mask_cache_size}",
+        f"  upcalls: queued:{s['queued']} queue-size:{dp.upcall_queue_len}/port",
         f"  drops: {_reasons(s['drops'])}",
         f"  malformed: {_reasons(s['malformed'])}",
+        f"  recoveries: {_reasons(s['recoveries'])}",
     ]
     for port_no, port in sorted(dp.ports.items()):
         state = 'up' if port.up else 'down'

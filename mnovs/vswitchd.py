@@ -30,11 +30,10 @@ import sys
 import time
 
 from mnovs import dpctl, paths
-from mnovs.dp.datapath import Datapath
+from mnovs.dp.datapath import UPCALL_QUEUE_LEN
 from mnovs.linkmon import LinkMonitor
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.connection import parse_target
-from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.ofproto import OFProto, dpid_from_text
 from mnovs.ofagent.trace import trace
 from mnovs.unixctl import CommandError, UnixctlServer
@@ -42,6 +41,7 @@ from mnovs.unixctl import CommandError, UnixctlServer
 log = logging.getLogger('mnovs.vswitchd')
 
 HOUSEKEEPING_INTERVAL = 1.0
+RING_CHECK_INTERVAL = 0.1      # how long a wedged receive ring may go unseen (see netdev.py)
 VERSION = 'mnovs-vswitchd 0.1.0'
 
 
@@ -116,6 +116,9 @@ def build_parser():
                    help='MAC learning aging time (default 300, as OVS)')
     p.add_argument('--mac-table-size', type=positive(int), default=8192,
                    help='most learned MACs (default 8192)')
+    p.add_argument('--upcall-queue-len', type=positive(int), default=UPCALL_QUEUE_LEN,
+                   help=f'upcalls waiting per port before they are lost '
+                        f'(default {UPCALL_QUEUE_LEN})')
     return p
 
 
@@ -167,13 +170,16 @@ class VSwitchd:
         self.running = True
         self.selector = selectors.DefaultSelector()
         self.selector.register(stop.reader, selectors.EVENT_READ, stop.drain)
-        self.dp = Datapath(args.name, upcall=None, flow_limit=args.flow_limit,
-                           max_idle=args.max_idle / 1000.0, emc_size=args.emc_size,
-                           ring_slots=args.ring_slots)
-        self.normal = NormalSwitch(self.dp, MacTable(args.mac_aging, args.mac_table_size))
         self.links = LinkMonitor()
-        self.ofproto = OFProto(self.dp, args.name, dpid_from_text(args.dpid), args.fail_mode,
-                               self.normal, self.selector, self.links.set_admin)
+        dp_options = {'flow_limit': args.flow_limit, 'max_idle': args.max_idle / 1000.0,
+                      'emc_size': args.emc_size, 'ring_slots': args.ring_slots,
+                      'upcall_queue_len': args.upcall_queue_len}
+        self.ofproto = OFProto(args.name, dpid_from_text(args.dpid), args.fail_mode,
+                               self.selector, dp_options,
+                               MacTable(args.mac_aging, args.mac_table_size),
+                               self.links.set_admin)
+        self.dp = self.ofproto.dp
+        self.normal = self.ofproto.normal
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
         for name, port_no in args.port:
             self.add_port(name, port_no)
@@ -303,9 +309,23 @@ class VSwitchd:
     # --- loop --------------------------------------------------------------
 
     def run(self):
-        next_tick = time.monotonic() + HOUSEKEEPING_INTERVAL
+        """The poll loop: events, then a batch of upcalls, then timers.
+
+        Every turn drains the ready rings (hits are handled there and then),
+        handles at most one batch of queued upcalls, and never sleeps while
+        upcalls wait. Work that grows with the number of megaflows
+        (revalidation, stats) runs once per turn at most, after the turn's
+        OpenFlow messages, or on the housekeeping tick.
+        """
+        now = time.monotonic()
+        next_tick = now + HOUSEKEEPING_INTERVAL
+        next_ring_check = now + RING_CHECK_INTERVAL
+        dp = self.dp
         while self.running and self.stop.received is None:
-            timeout = max(0.0, next_tick - time.monotonic())
+            if dp.n_queued:
+                timeout = 0.0
+            else:
+                timeout = max(0.0, min(next_tick, next_ring_check) - time.monotonic())
             ready = self.selector.select(timeout)
             registered = self.selector.get_map()
             for key, events in ready:
@@ -313,8 +333,13 @@ class VSwitchd:
                 # socket (a port deleted by a netlink event): skip it.
                 if registered.get(key.fd) is key:
                     key.data(events)
+            if dp.n_queued:
+                dp.handle_upcalls()
             self.ofproto.run()
             now = time.monotonic()
+            if now >= next_ring_check:
+                dp.check_rings()
+                next_ring_check = now + RING_CHECK_INTERVAL
             if now >= next_tick:
                 if self.args.parent_pid and not process_alive(self.args.parent_pid):
                     log.warning('parent process %d is gone: exiting', self.args.parent_pid)

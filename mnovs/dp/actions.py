@@ -126,7 +126,7 @@ def execute(dp, packet, actions):
         actions: a tuple of valid actions (see validate_actions); () drops.
 
     Side effects:
-        dp.drops[reason] counts the 'meter' and 'mpls-offload' drops; dp.meters
+        dp.count_drop(reason) counts the 'meter' and 'mpls-offload' drops; dp.meters
         is used by the meter action only.
     """
     pkt = packet
@@ -140,7 +140,7 @@ def execute(dp, packet, actions):
             if verdict == _SOFTWARE_OFFLOAD:
                 _execute_segments(dp, pkt, (action,) + tuple(todo))
             else:
-                _count_drop(dp, 'meter')
+                dp.count_drop('meter')
             return
 
 
@@ -148,14 +148,9 @@ def _execute_segments(dp, pkt, actions):
     """Finish pkt's offloads in software, then run actions on each frame."""
     frames = segment(pkt)
     if not frames:
-        _count_drop(dp, 'mpls-offload')
+        dp.count_drop('mpls-offload')
     for frame in frames:
         execute(dp, _PLAIN_VNET + frame, actions)
-
-
-def _count_drop(dp, reason):
-    drops = dp.drops
-    drops[reason] = drops.get(reason, 0) + 1
 
 
 def exec_output(dp, pkt, action):

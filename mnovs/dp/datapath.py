@@ -5,22 +5,46 @@ This is mnovs's dpif-netdev. For every frame read from a port:
     dp_netdev_input:  recv batch → flow_extract → microflow cache (EMC, exact
                       key) → megaflow classifier (tuple-space search with a
                       mask cache) → execute the flow's actions
-    handle_miss:      no megaflow matched: an *upcall* hands the packet and its
-                      key to the slow path, which answers (actions, mask, ukey).
-                      The datapath installs that megaflow (flow_put) unless mask
-                      is None, then executes the actions on the packet. `ukey`
-                      is the slow path's own record of the megaflow (OVS's
+    upcall queue:     no megaflow matched: the packet (copied out of the ring)
+                      and its key join the *upcall queue* of its input port.
+                      A `userspace` action queues the packet the same way.
+    handle_upcalls:   the poll loop drains the queues in batches, one upcall
+                      per port in turn (OVS's handler threads, dpif_recv).
+                      A miss goes to the slow path, `upcall(packet, key)`,
+                      which answers (actions, mask, ukey); the datapath
+                      installs that megaflow (flow_put) unless mask is None,
+                      then executes the actions on the packet. `ukey` is the
+                      slow path's own record of the megaflow (OVS's
                       udpif_key: which rules to credit); the datapath keeps it
-                      on the Megaflow without looking inside.
+                      on the Megaflow without looking inside. A `userspace`
+                      upcall goes to `userspace(packet, userdata, in_port)`.
 
-The datapath knows nothing of OpenFlow or MAC learning; the slow path is a
-callback. Its interface to the slow path is narrow: add_port/del_port,
-flow_put/flow_del/flow_dump (with stats), execute, and two callbacks: `upcall`
-for misses and `userspace` for the `userspace` action.
+Why a queue and not a call: the rings must be drained at hit-path speed or
+the kernel drops at the ring, where nothing can count which flow lost. A
+burst of new flows now costs one copy per packet at the ring, and the slow
+path works through the queues at its own pace. Each queue is bounded
+(`upcall_queue_len`); an upcall that finds its queue full is dropped and
+counted as `lost` (as OVS counts a full netlink socket) and under the drop
+reason `upcall-queue-full`. Queues are per input port and served in turn, so
+a flood of new flows on one port cannot starve another port's upcalls; hits
+never wait for upcalls at all. Packets of a flow stay in order: they all
+queue behind the first miss, and when their turn comes the megaflow the
+first one installed handles them.
+
+The datapath knows nothing of OpenFlow or MAC learning: the slow path is
+three callbacks given to the constructor. Its interface to the slow path is
+narrow: add_port/del_port, flow_put/flow_del/flow_dump (with stats),
+execute, handle_upcalls, and the callbacks `upcall`, `userspace` and
+`flow_deleted` (told of every megaflow that leaves, with its final stats).
 
 Megaflows carry stats (packets, bytes, last used, TCP flags), expire after
 `max_idle` seconds without traffic (OVS's default is 10 s), and are bounded
 by `flow_limit`: at the limit the least recently used tenth is evicted.
+
+Ring health (see netdev.py): `check_rings` runs several times a second. A
+ring the kernel has wedged (drops counted while no frame arrives and every
+slot is empty) is freed and made again in place, counted under the
+recovery `rx-ring-reset`.
 
 Cost per packet on a hit: no receive system call (frames arrive in a
 PACKET_MMAP ring, see netdev.py), flow_extract, one dict lookup in the EMC,
@@ -33,6 +57,7 @@ nothing may keep a reference to it (copy with bytes() to keep it).
 
 import logging
 import time
+from collections import deque
 
 from mnovs.dp import actions as odp_actions
 from mnovs.dp.classifier import Classifier, Megaflow
@@ -43,11 +68,15 @@ from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KER
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
                              TPACKET2_HDR, Port, restore_vlan_tag)
 from mnovs.dp.offload import VNET_HDR_LEN
+from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 RX_BATCH = 64            # frames read from one port before looking at others
 RING_STALL_GRACE = 0.002 # seconds to wait for a slot filled out of order
+UPCALL_BATCH = 64        # upcalls handled per turn of the poll loop (OVS: UPCALL_MAX_BATCH)
+UPCALL_QUEUE_LEN = 4096  # upcalls waiting per input port before they are lost
+MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
 
@@ -58,23 +87,27 @@ class Datapath:
     Args:
         name: the switch name, for logs.
         upcall: callable(packet, key) -> (actions, mask, ukey); mask None
-            means "execute but do not cache".
+            means "execute but do not cache". packet is bytes (vnet header
+            + frame).
         userspace: callable(packet, userdata, in_port) for the `userspace`
             action; packet is bytes (vnet header + frame).
+        flow_deleted: callable(flow), told of every megaflow that leaves the
+            classifier, with its final stats, so the slow path can credit
+            them (OVS's ukey reaping); or None.
         flow_limit: the most megaflows kept.
         max_idle: seconds a megaflow lives without traffic.
         emc_size: microflow cache entries.
         ring_slots: receive ring slots per port (68 KB each, resident).
+        upcall_queue_len: upcalls that may wait per input port.
     """
 
-    def __init__(self, name, upcall, userspace=None, flow_limit=10000,
-                 max_idle=10.0, emc_size=8192, ring_slots=RING_FRAMES):
+    def __init__(self, name, upcall, userspace=None, flow_deleted=None, flow_limit=10000,
+                 max_idle=10.0, emc_size=8192, ring_slots=RING_FRAMES,
+                 upcall_queue_len=UPCALL_QUEUE_LEN):
         self.name = name
         self.upcall = upcall
         self.userspace_cb = userspace
-        # Told of every megaflow that leaves the classifier, with its final
-        # stats, so the slow path can credit them (OVS's ukey reaping).
-        self.flow_deleted = None
+        self.flow_deleted = flow_deleted
         self.flow_limit = flow_limit
         self.ring_slots = ring_slots
         self.max_idle = max_idle
@@ -82,12 +115,17 @@ class Datapath:
         self.classifier = Classifier(KEY_LEN)
         self.emc = MicroflowCache(emc_size)
         self.meters = MeterTable()          # rate limiters for the 'meter' action
+        self.upcall_queue_len = upcall_queue_len
+        self.upcall_queues = {}             # in_port -> deque of (kind, packet, key/userdata)
+        self.n_queued = 0                   # upcalls in all queues
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
         self.n_megaflow_hit = 0             # hits that missed the EMC
         self.n_evicted = 0                  # megaflows dropped at flow_limit
         self.drops = {}                     # reason -> count (datapath_drop_*)
         self.malformed = {}                 # flow_extract error -> count
+        self.recoveries = {}                # reason -> count (rx-ring-reset, ...)
+        self.upcall_errors = RateLimitedLog(log)
 
     # --- ports -------------------------------------------------------------
 
@@ -109,9 +147,16 @@ class Datapath:
         return port
 
     def del_port(self, port_no):
-        """Close a port and delete every megaflow that refers to it."""
+        """Close a port and delete every megaflow that refers to it.
+
+        Upcalls still queued from the port are dropped and counted.
+        """
         port = self.ports.pop(port_no)
         port.close()
+        queue = self.upcall_queues.pop(port_no, ())
+        if queue:
+            self.n_queued -= len(queue)
+            self.count_drop('port-deleted', len(queue))
         self.flow_del_if(lambda flow: flow_uses_port(flow, port_no))
         return port
 
@@ -190,11 +235,41 @@ class Datapath:
         self.expire(now)
         self.classifier.rebalance()
         for port in list(self.ports.values()):
-            self._rescue_ring(port, now)
+            if port.ring is not None:
+                self._rescue_ring(port, now)
+        self.check_rings()
+
+    def check_rings(self):
+        """Count the frames the kernel dropped at each ring; cure wedged rings.
+
+        Cheap (one getsockopt and, only when there were drops, a look at
+        the slots), so the poll loop runs it several times a second: a wedged
+        port is out of service until it runs.
+        """
+        for port in list(self.ports.values()):
+            if port.ring is None:
+                continue
             drops = port.kernel_drops()
-            if drops:
-                port.rx_dropped += drops
-                self._count_drop('rx-ring', drops)   # ring full, or a frame the kernel gave up
+            received = port.rx_packets != port.rx_checked
+            port.rx_checked = port.rx_packets
+            if not drops:
+                continue
+            port.rx_dropped += drops
+            self.count_drop('rx-ring', drops)    # ring full, or wedged (below)
+            if not received and ring_empty(port):
+                self._reset_ring(port)
+
+    def _reset_ring(self, port):
+        """Free and remake a wedged ring (netdev.Port.reset_ring); count it."""
+        log.warning('%s: port %d (%s): receive ring wedged (kernel drops with every slot '
+                    'free); resetting it', self.name, port.port_no, port.name)
+        try:
+            port.reset_ring()
+        except OSError as err:
+            log.error('%s: port %d: ring reset failed: %s', self.name, port.port_no, err)
+            self.count_drop('rx-ring-reset-failed', 1)
+            return
+        self.recoveries['rx-ring-reset'] = self.recoveries.get('rx-ring-reset', 0) + 1
 
     # --- packets -----------------------------------------------------------
 
@@ -218,7 +293,7 @@ class Datapath:
             end = base + mac + snaplen
             if snaplen < length:
                 port.rx_dropped += 1
-                self._count_drop('rx-truncated', 1)
+                self.count_drop('rx-truncated', 1)
             else:
                 if status & TP_STATUS_VLAN_VALID:
                     start = restore_vlan_tag(ring, start, tci, tpid
@@ -258,7 +333,7 @@ class Datapath:
             return False
         port.stalled_since = None
         port.rx_slot = ahead
-        self._count_drop('rx-slot-abandoned', 1)
+        self.count_drop('rx-slot-abandoned', 1)
         return True
 
     def _rescue_ring(self, port, now):
@@ -287,13 +362,14 @@ class Datapath:
             self.malformed[error] = self.malformed.get(error, 0) + 1
             if key is None:
                 port.rx_dropped += 1
-                self._count_drop(error, 1)
+                self.count_drop(error, 1)
                 return
         flow = emc_get(key)
         if flow is None or not flow.alive:
             flow = self.classifier.lookup(key)
             if flow is None:
-                self.handle_miss(packet, key, now)
+                self.n_missed += 1
+                self._queue_upcall(port_no, MISS, packet, key)
                 return
             self.n_megaflow_hit += 1
             self.emc.insert(key, flow)
@@ -310,21 +386,72 @@ class Datapath:
             self.exec_in_port = port_no
             odp_actions.execute(self, packet, flow.actions)
 
-    def handle_miss(self, packet, key, now):
-        """Upcall to the slow path, install its megaflow, execute its actions."""
-        self.n_missed += 1
-        try:
-            actions, mask, ukey = self.upcall(packet, key)
-            if mask is not None:
-                flow = self.flow_put(key, mask, actions, now, ukey)
-                flow.packets = 1
-                flow.bytes = len(packet) - VNET_HDR_LEN
-                flow.tcp_flags = key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
-            self.exec_in_port = int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
-            odp_actions.execute(self, packet, actions)
-        except Exception:           # a slow-path bug must not stop the switch
+    # --- upcalls ------------------------------------------------------------
+
+    def _queue_upcall(self, in_port, kind, packet, arg):
+        """Queue a packet (copied: it may be a ring view) for the slow path."""
+        queue = self.upcall_queues.get(in_port)
+        if queue is None:
+            queue = self.upcall_queues[in_port] = deque()
+        if len(queue) >= self.upcall_queue_len:
             self.n_lost += 1
-            log.exception('%s: upcall failed; packet dropped', self.name)
+            self.count_drop('upcall-queue-full', 1)
+            return
+        queue.append((kind, bytes(packet), arg))
+        self.n_queued += 1
+
+    def handle_upcalls(self, budget=UPCALL_BATCH):
+        """Handle up to `budget` queued upcalls, one per input port in turn.
+
+        Returns:
+            The number handled.
+        """
+        handled = 0
+        now = time.monotonic()
+        while self.n_queued and handled < budget:
+            for in_port, queue in list(self.upcall_queues.items()):
+                if not queue:
+                    continue
+                kind, packet, arg = queue.popleft()
+                self.n_queued -= 1
+                handled += 1
+                try:
+                    if kind is MISS:
+                        self.handle_miss(packet, arg, now)
+                    else:
+                        self.userspace_cb(packet, arg, in_port)
+                except Exception as err:     # a slow-path bug must not stop the switch
+                    self.n_lost += 1
+                    self.count_drop('upcall-error', 1)
+                    self.upcall_errors.exception('%s: %s upcall failed, packet dropped: %s',
+                                                 self.name, kind, err)
+                if handled >= budget:
+                    break
+        return handled
+
+    def handle_miss(self, packet, key, now):
+        """Upcall to the slow path, install its megaflow, execute its actions.
+
+        An earlier upcall may have installed a megaflow for this packet
+        while it waited in the queue; then that megaflow handles it.
+        """
+        flow = self.classifier.lookup(key)
+        if flow is not None:
+            actions = flow.actions
+            flow.used = now
+        else:
+            actions, mask, ukey = self.upcall(packet, key)
+            if mask is None:
+                self.exec_in_port = int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN],
+                                                   'big')
+                odp_actions.execute(self, packet, actions)
+                return
+            flow = self.flow_put(key, mask, actions, now, ukey)
+        flow.packets += 1
+        flow.bytes += len(packet) - VNET_HDR_LEN
+        flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+        self.exec_in_port = int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
+        odp_actions.execute(self, packet, actions)
 
     def execute(self, packet, actions, in_port=0):
         """Run datapath actions on one packet (vnet header + frame) from in_port."""
@@ -336,17 +463,18 @@ class Datapath:
     def output(self, port_no, packet):
         port = self.ports.get(port_no)
         if port is None:
-            self._count_drop('no-such-port', 1)
+            self.count_drop('no-such-port', 1)
             return
         port.send(packet)
 
     def userspace(self, packet, userdata):
         if self.userspace_cb is None:
-            self._count_drop('no-userspace-handler', 1)
+            self.count_drop('no-userspace-handler', 1)
             return
-        self.userspace_cb(bytes(packet), userdata, self.exec_in_port)
+        self._queue_upcall(self.exec_in_port, ACTION, packet, userdata)
 
-    def _count_drop(self, reason, n):
+    def count_drop(self, reason, n=1):
+        """Count n packets dropped for `reason` (OVS's datapath_drop_* counters)."""
         self.drops[reason] = self.drops.get(reason, 0) + n
 
     # --- introspection -----------------------------------------------------
@@ -362,12 +490,20 @@ class Datapath:
             'emc_hits': self.n_hit - self.n_megaflow_hit, 'emc_entries': len(self.emc),
             'hit_rate': self.n_hit / lookups if lookups else 0.0,
             'drops': dict(self.drops), 'malformed': dict(self.malformed),
+            'recoveries': dict(self.recoveries), 'queued': self.n_queued,
         }
 
     def close(self):
         for port in self.ports.values():
             port.close()
         self.ports.clear()
+
+
+def ring_empty(port):
+    """True if no slot of port's ring holds a frame."""
+    ring = port.ring_view
+    return not any(STATUS.unpack_from(ring, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER
+                   for slot in range(port.ring_slots))
 
 
 def next_user_slot(ring, n_slots, slot):

@@ -70,8 +70,7 @@ class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
     __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'ring_slots',
-                 'rx_slot',
-                 'stalled_since',
+                 'rx_slot', 'stalled_since', 'rx_checked',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 
@@ -81,18 +80,45 @@ class Port:
         self.ring_slots = ring_slots
         self.sock = open_packet_socket(name, ring_slots, sock_buf)
         try:
-            self.ring = mmap.mmap(self.sock.fileno(), RING_FRAME_SIZE * ring_slots,
-                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map_ring()
         except OSError:
             self.sock.close()
             raise
-        self.ring_view = memoryview(self.ring)
-        self.rx_slot = 0                 # next ring slot to look at
-        self.stalled_since = None        # when rx_slot was first seen empty with later slots full
         self.fd = self.sock.fileno()
         self.up = True
         self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
         self.tx_packets = self.tx_bytes = self.tx_dropped = 0
+        self.rx_checked = 0              # rx_packets at the last ring health check
+
+    def fileno(self):
+        return self.fd
+
+    def _map_ring(self):
+        self.ring = mmap.mmap(self.sock.fileno(), RING_FRAME_SIZE * self.ring_slots,
+                              mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.ring_view = memoryview(self.ring)
+        self.rx_slot = 0                 # next ring slot to look at
+        self.stalled_since = None        # when rx_slot was first seen empty with later slots full
+
+    def reset_ring(self):
+        """Free the receive ring and make a new one, on the same socket.
+
+        This is the cure for a wedged ring (see ring_wedged). The kernel
+        keeps, beside the slots, a bitmap of slots it is filling
+        (rx_owner_map); only freeing the ring clears it. The socket, its
+        options, its binding and its place in the poll set stay as they are.
+        Frames in the old ring that were not read are lost (the caller has
+        just seen that there are none).
+
+        Raises:
+            OSError: the kernel refused (the port is then unusable).
+        """
+        self.ring_view.release()
+        self.ring.close()
+        self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(0, 0, 0, 0))
+        self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(
+            RING_FRAME_SIZE, self.ring_slots, RING_FRAME_SIZE, self.ring_slots))
+        self._map_ring()
 
     def clear_error(self):
         """Read (and so clear) a pending socket error; count it."""

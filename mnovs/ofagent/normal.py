@@ -73,18 +73,20 @@ class NormalSwitch:
     Args:
         dp: the Datapath whose misses this handles.
         mac_table: a MacTable (aging time and size are the caller's choice).
+        is_stale: callable(flow) -> bool, how revalidation judges a
+            megaflow; default: by NORMAL's own translation.
+        went_through_normal: callable(flow) -> bool, whether NORMAL made a
+            megaflow (only those refresh MAC entries); default: all did.
+            The OpenFlow agent passes its own two: its pipeline reaches
+            NORMAL only by rule, and credits rules.
     """
 
-    def __init__(self, dp, mac_table=None):
+    def __init__(self, dp, mac_table=None, is_stale=None, went_through_normal=None):
         self.dp = dp
         self.macs = mac_table if mac_table is not None else MacTable()
         self.last_pass = time.monotonic()
-        # How revalidation judges a megaflow, and which megaflows NORMAL
-        # made: by NORMAL's own translation, all of them, when NORMAL works
-        # alone; the OpenFlow agent above replaces both (its pipeline
-        # reaches NORMAL only by rule, and credits rules).
-        self.is_stale = self.stale_by_normal
-        self.went_through_normal = lambda flow: True
+        self.is_stale = is_stale or self.stale_by_normal
+        self.went_through_normal = went_through_normal or (lambda flow: True)
 
     def stale_by_normal(self, flow):
         """Would NORMAL now translate this megaflow's key differently?"""

@@ -47,6 +47,7 @@ import logging
 import os
 import time
 
+from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import flow_extract
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
@@ -54,6 +55,7 @@ from mnovs.ofagent.connection import ActiveTarget, PassiveListener
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.messages import Port as PortDesc
+from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
@@ -174,25 +176,35 @@ class PacketBuffers:
 
 
 class OFProto:
-    """One switch's OpenFlow agent over a Datapath.
+    """One switch's OpenFlow agent, and the datapath under it.
+
+    As ofproto-dpif opens its dpif, the agent builds its Datapath and hands
+    it the three slow-path callbacks (upcall, userspace, flow_deleted), and
+    builds the NormalSwitch with the agent's staleness test: the wiring is
+    all here, in the constructor.
 
     Args:
-        dp: the Datapath (mnovs.dp.datapath).
         name: switch name (DESC's dp_desc, logs).
         dpid: datapath id, an int.
         fail_mode: 'secure' or 'standalone'.
-        normal: the NormalSwitch that serves NORMAL and fail-open mode.
+        selector: the vswitchd's selector, for controller connections.
+        dp_options: keyword arguments for Datapath (flow_limit, max_idle,
+            emc_size, ring_slots, upcall_queue_len).
+        mac_table: the MacTable for NORMAL (default: MacTable()).
         set_link_admin: callable(ifname, up) to take an interface up or down
             (PORT_MOD's OFPPC_PORT_DOWN), or None.
     """
 
-    def __init__(self, dp, name, dpid, fail_mode, normal, selector, set_link_admin=None):
+    def __init__(self, name, dpid, fail_mode, selector, dp_options=None, mac_table=None,
+                 set_link_admin=None):
         now = time.monotonic()
-        self.dp = dp
+        self.dp = Datapath(name, upcall=self.upcall, userspace=self.userspace,
+                           flow_deleted=self.flow_deleted, **(dp_options or {}))
+        self.normal = NormalSwitch(self.dp, mac_table, is_stale=self.is_stale,
+                                   went_through_normal=went_through_normal)
         self.name = name
         self.dpid = dpid
         self.fail_mode = fail_mode
-        self.normal = normal
         self.selector = selector
         self.set_link_admin = set_link_admin
         self.started = now
@@ -211,11 +223,6 @@ class OFProto:
         self.was_fail_open = self.fail_open()
         self.normal_used = False
         self.n_packet_in = 0
-        dp.upcall = self.upcall
-        dp.userspace_cb = self.userspace
-        dp.flow_deleted = self.flow_deleted
-        normal.is_stale = self.is_stale
-        normal.went_through_normal = went_through_normal
 
     # --- controllers ---------------------------------------------------------
 
@@ -323,7 +330,7 @@ class OFProto:
         # cut and its checksums finished here, as the kernel would have.
         frames = segment(packet)
         if not frames:
-            self.dp._count_drop('packet-in-malformed', 1)
+            self.dp.count_drop('packet-in-malformed')
         now = time.monotonic()
         for frame in frames:
             self.packet_in(frame, in_port, reason, table_id, cookie, max_len, metadata, now)

@@ -45,6 +45,9 @@ class FakeDP:
     def userspace(self, packet, userdata):
         self.upcalls.append((bytes(packet), userdata))
 
+    def count_drop(self, reason, n=1):
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
 
 def run_all(packet, *actions, dp=None):
     """Execute actions on a copy of packet; return the FakeDP that saw them."""

@@ -12,11 +12,9 @@ import time
 
 import pytest
 
-from mnovs.dp.datapath import Datapath
 from mnovs.ofagent import codec, connection
 from mnovs.ofagent.codec import EchoReply, EchoRequest, Hello
 from mnovs.ofagent.connection import ActiveTarget, Channel, PassiveListener
-from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.ofp import OFP_HEADER
 from mnovs.ofagent.ofproto import PROBE_INTERVAL, OFProto
 
@@ -263,8 +261,7 @@ def test_passive_listener_accepts_connections(selector):
 
 @pytest.fixture
 def agent(selector):
-    dp = Datapath('s1', upcall=None)
-    ofproto = OFProto(dp, 's1', 1, 'secure', NormalSwitch(dp), selector)
+    ofproto = OFProto('s1', 1, 'secure', selector)
     yield ofproto
     ofproto.close()
 

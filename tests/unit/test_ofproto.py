@@ -19,7 +19,6 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from mnovs.dp.datapath import Datapath
 from mnovs.dp.offload import GSO_TCPV4, VNET_HDR_LEN
 from mnovs.ofagent import codec, ofp
 from mnovs.ofagent.codec import (
@@ -29,7 +28,6 @@ from mnovs.ofagent.connection import ActiveTarget
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.multipart import FlowStatsRequest
-from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.ofproto import N_BUFFERS, OFProto
 from mnovs.ofagent.xlate import xlate
 from test_offload import assert_checksums, partial
@@ -93,13 +91,14 @@ class Switch:
     """Datapath + NormalSwitch + OFProto, with a controller's-eye view."""
 
     def __init__(self, fail_mode='secure', n_ports=3):
-        self.dp = Datapath('s1', upcall=None)
+        self.admin = []                 # set_link_admin calls
+        self.ofproto = OFProto('s1', 0xab, fail_mode, selector=None,
+                               mac_table=MacTable(idle_time=300),
+                               set_link_admin=lambda name, up: self.admin.append((name, up)))
+        self.dp = self.ofproto.dp
+        self.normal = self.ofproto.normal
         for port_no in range(1, n_ports + 1):
             self.dp.ports[port_no] = FakePort(port_no)
-        self.normal = NormalSwitch(self.dp, MacTable(idle_time=300))
-        self.admin = []                 # set_link_admin calls
-        self.ofproto = OFProto(self.dp, 's1', 0xab, fail_mode, self.normal, selector=None,
-                               set_link_admin=lambda name, up: self.admin.append((name, up)))
         for port in self.dp.ports.values():
             self.ofproto.port_added(port)
 
@@ -137,6 +136,7 @@ class Switch:
         packet = memoryview(vnet + bytes(frame))
         self.dp._input(self.port(in_port), in_port, packet, self.dp.emc.table.get,
                        time.monotonic() if now is None else now)
+        self.dp.handle_upcalls()
 
     def flow_stats(self, channel):
         (reply,) = self.send(channel, MultipartRequest(ofp.OFPMP_FLOW, body=FlowStatsRequest()))

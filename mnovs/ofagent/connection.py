@@ -20,6 +20,10 @@ ECHO_REQUEST; after as long again with still nothing, the channel is closed
 (and an active one reconnects). A channel whose TCP connect or HELLO never
 completes gets the same time limit.
 
+Backpressure: `Channel.backlog()` is the number of bytes waiting for the
+socket. The agent drops packet-ins while it is too long (OVS's packet-in
+queue limit); a channel whose backlog would pass MAX_SEND_BUFFER is closed.
+
 Every event is driven by the vswitchd's selector: each socket is registered
 with a callback as its data, and write interest is held exactly while a send
 buffer is non-empty (the selector is told only when that changes). No error
@@ -88,6 +92,18 @@ class Channel:
         self.tx += data
         if was_empty and not self.connecting:
             self._flush()
+
+    def backlog(self):
+        """Bytes queued for the peer that the kernel has not taken yet.
+
+        Zero while the peer keeps up: send() hands data to the socket at
+        once, and bytes wait here only once the socket's own buffer is full.
+        The agent reads this to drop (and count) packet-ins when the
+        connection is behind, as OVS's rconn_send_with_limit does, so that
+        replies do not queue behind a flood; at MAX_SEND_BUFFER the channel
+        is closed instead.
+        """
+        return len(self.tx)
 
     def _on_event(self, mask=selectors.EVENT_READ | selectors.EVENT_WRITE):
         if self.connecting:

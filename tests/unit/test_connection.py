@@ -184,6 +184,29 @@ def test_a_controller_too_far_behind_is_dropped(selector, pair, monkeypatch):
     assert closed == [channel]
 
 
+def test_backlog_counts_the_bytes_the_kernel_has_not_taken(selector, pair):
+    channel, peer, _, _ = pair
+    small = codec.encode(EchoReply())
+    assert channel.backlog() == 0
+    channel.send(small)
+    assert channel.backlog() == 0                    # a keeping-up peer: nothing waits
+    channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    message = codec.encode(EchoReply(bytes(60000)))
+    for _ in range(10):
+        channel.send(message)
+    waiting = channel.backlog()
+    assert 0 < waiting < 10 * len(message)
+    channel.send(message)
+    assert channel.backlog() == waiting + len(message)
+    peer.settimeout(2)
+    received = 0
+    while received < len(small) + 11 * len(message):
+        received += len(peer.recv(1 << 20))
+        pump(selector)
+    assert channel.backlog() == 0
+
+
 # --- active targets ----------------------------------------------------------------
 
 def test_parse_target():

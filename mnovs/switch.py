@@ -56,7 +56,8 @@ class PyOVSSwitch(Switch):
     """An Open vSwitch-shaped switch in Python, one process per node."""
 
     def __init__(self, name, failMode='secure', protocols=None, flowLimit=10000,
-                 maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64, verbose=False,
+                 maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64,
+                 controllerRateLimit=None, controllerBurstLimit=None, verbose=False,
                  **params):
         """Init.
            name: name for the switch
@@ -67,6 +68,8 @@ class PyOVSSwitch(Switch):
            emcSize: microflow cache entries (default 8192)
            macAging: MAC learning aging time, seconds (default 300)
            ringSlots: receive ring slots per port, 68 KB each (default 64)
+           controllerRateLimit: packet-ins/s per controller (default: no limit)
+           controllerBurstLimit: packet-ins in a burst (default: rate/4)
            verbose: debug logging in /tmp/<name>-pyovs.log
            dpid, listenPort: as for any Mininet switch"""
         if failMode not in FAIL_MODES:
@@ -79,7 +82,9 @@ class PyOVSSwitch(Switch):
         self.protocols = protocols
         self.tuning = {'--flow-limit': flowLimit, '--max-idle': maxIdle,
                        '--emc-size': emcSize, '--mac-aging': macAging,
-                       '--ring-slots': ringSlots}
+                       '--ring-slots': ringSlots,
+                       '--controller-rate-limit': controllerRateLimit,
+                       '--controller-burst-limit': controllerBurstLimit}
         self.verbose = verbose
         self.proc = None
 
@@ -113,7 +118,8 @@ class PyOVSSwitch(Switch):
         if self.listenPort:
             argv += ['--listen', str(self.listenPort)]
         for option, value in self.tuning.items():
-            argv += [option, str(value)]
+            if value is not None:
+                argv += [option, str(value)]
         if self.verbose:
             argv.append('--verbose')
         return argv

@@ -116,6 +116,11 @@ def build_parser():
                    help='MAC learning aging time (default 300, as OVS)')
     p.add_argument('--mac-table-size', type=positive(int), default=8192,
                    help='most learned MACs (default 8192)')
+    p.add_argument('--controller-rate-limit', type=positive(int), default=None,
+                   metavar='PPS', help="packet-ins per second per controller (OVS's "
+                                       'controller_rate_limit; default: no limit)')
+    p.add_argument('--controller-burst-limit', type=positive(int), default=None,
+                   metavar='N', help='packet-ins sent or queued in a burst (default: rate/4)')
     p.add_argument('--upcall-queue-len', type=positive(int), default=UPCALL_QUEUE_LEN,
                    help=f'upcalls waiting per port before they are lost '
                         f'(default {UPCALL_QUEUE_LEN})')
@@ -177,7 +182,8 @@ class VSwitchd:
         self.ofproto = OFProto(args.name, dpid_from_text(args.dpid), args.fail_mode,
                                self.selector, dp_options,
                                MacTable(args.mac_aging, args.mac_table_size),
-                               self.links.set_admin)
+                               self.links.set_admin, args.controller_rate_limit,
+                               args.controller_burst_limit)
         self.dp = self.ofproto.dp
         self.normal = self.ofproto.normal
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
@@ -322,10 +328,14 @@ class VSwitchd:
         next_ring_check = now + RING_CHECK_INTERVAL
         dp = self.dp
         while self.running and self.stop.received is None:
+            now = time.monotonic()
             if dp.n_queued:
                 timeout = 0.0
             else:
-                timeout = max(0.0, min(next_tick, next_ring_check) - time.monotonic())
+                timeout = max(0.0, min(next_tick, next_ring_check) - now)
+                pin_wait = self.ofproto.wait_time(now)
+                if pin_wait is not None:
+                    timeout = min(timeout, pin_wait)
             ready = self.selector.select(timeout)
             registered = self.selector.get_map()
             for key, events in ready:
@@ -335,8 +345,8 @@ class VSwitchd:
                     key.data(events)
             if dp.n_queued:
                 dp.handle_upcalls()
-            self.ofproto.run()
             now = time.monotonic()
+            self.ofproto.run(now)
             if now >= next_ring_check:
                 dp.check_rings()
                 next_ring_check = now + RING_CHECK_INTERVAL

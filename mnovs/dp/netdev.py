@@ -23,6 +23,20 @@ the kernel:
   reserved in front of the slot's data (PACKET_RESERVE), so that everything
   above sees frames exactly as they were on the wire.
 
+Wedged rings (the kernel's, not ours). For TPACKET_V1/V2 rings the kernel
+keeps a bitmap of the slots it is filling (rx_owner_map, since Linux 5.7).
+tpacket_rcv sets the head slot's bit, then builds the vnet header; when
+that fails (virtio_net_hdr_from_skb refuses an skb whose GSO type is none of
+TCPV4, TCPV6 and UDP_L4, e.g. a UFO skb that a tap device or a tc redirect
+delivered unsegmented) it drops the skb without clearing the bit or moving
+the head. Every later frame then finds the head slot free but "owned" and
+is dropped too: the ring stays empty, the kernel's drop counter rises, and
+the port receives nothing, for good. Nothing done to the slots clears the
+bit; freeing the ring and making it again does (reset_ring, which keeps the
+socket, its fd and its binding). The datapath looks for the symptom several
+times a second (Datapath.check_rings: drops counted, no frame received,
+every slot free) and resets the ring, counting the recovery.
+
 A Port keeps the counters that `dpctl/show` prints. It is a long-lived object;
 the per-packet work is in datapath.py.
 """

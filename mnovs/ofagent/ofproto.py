@@ -56,11 +56,12 @@ from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.messages import Port as PortDesc
 from mnovs.ofagent.normal import NormalSwitch
+from mnovs.ofagent.pinsched import PinSched
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
     OFPFF_SEND_FLOW_REM, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD,
-    OFPPR_DELETE, OFPPR_MODIFY, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
+    OFPPR_DELETE, OFPPR_MODIFY, OFPR_NO_MATCH, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
 from mnovs.ofagent.revalidator import revalidate
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0          # seconds of silence before an echo request (OVS's default)
 N_BUFFERS = 256
+PACKET_IN_QUEUE_SIZE = 100    # packet-ins a connection may have waiting (OVS's controller_queue_size)
 BUFFER_LIFETIME = 5.0         # seconds a buffered packet waits for its packet-out
 PORT_SPEED_KBPS = 10_000_000  # veths have no speed; report 10 Gbit/s like OVS does
 
@@ -193,10 +195,13 @@ class OFProto:
         mac_table: the MacTable for NORMAL (default: MacTable()).
         set_link_admin: callable(ifname, up) to take an interface up or down
             (PORT_MOD's OFPPC_PORT_DOWN), or None.
+        controller_rate_limit, controller_burst_limit: packet-in rate limit
+            for each controller connection, as OVS's Controller columns
+            (pinsched.py); None: no limit.
     """
 
     def __init__(self, name, dpid, fail_mode, selector, dp_options=None, mac_table=None,
-                 set_link_admin=None):
+                 set_link_admin=None, controller_rate_limit=None, controller_burst_limit=None):
         now = time.monotonic()
         self.dp = Datapath(name, upcall=self.upcall, userspace=self.userspace,
                            flow_deleted=self.flow_deleted, **(dp_options or {}))
@@ -222,7 +227,9 @@ class OFProto:
         self.generation_id = None           # last master/slave generation (ROLE_REQUEST)
         self.was_fail_open = self.fail_open()
         self.normal_used = False
-        self.n_packet_in = 0
+        self.pin_limits = (controller_rate_limit, controller_burst_limit)
+        self.n_packet_in = 0                # packet-ins handed to connections
+        self.n_packet_in_overflow = 0       # dropped: the connection was behind
 
     # --- controllers ---------------------------------------------------------
 
@@ -257,8 +264,11 @@ class OFProto:
         use up packet buffers.
         """
         channel.role = OFPCR_ROLE_EQUAL
-        channel.async_config = dict(DEFAULT_ASYNC if self.is_controller(channel)
-                                    else SERVICE_ASYNC)
+        controller = self.is_controller(channel)
+        channel.async_config = dict(DEFAULT_ASYNC if controller else SERVICE_ASYNC)
+        # Two schedulers, as connmgr's: table misses and action packet-ins.
+        limits = self.pin_limits if controller else (None, None)
+        channel.pinsched = (PinSched(*limits), PinSched(*limits))
         self.channels.add(channel)
         self.check_fail_mode()
 
@@ -352,9 +362,49 @@ class OFProto:
         match = {'in_port': (in_port, None)}
         if metadata:
             match['metadata'] = (metadata, None)
+        data = codec.encode(codec.PacketIn(
+            buffer_id, len(frame), reason, table_id, cookie, match, bytes(data)))
+        kind = 0 if reason == OFPR_NO_MATCH else 1
+        for channel in receivers:
+            for msg in channel.pinsched[kind].send(in_port, data, now):
+                self._send_packet_in(channel, msg)
+
+    def _send_packet_in(self, channel, msg):
+        """Send a packet-in unless the connection is behind (OVS's rconn_send_with_limit).
+
+        A controller that does not keep up loses packet-ins, counted, rather
+        than having replies queue behind a flood or being disconnected.
+        """
+        if channel.backlog() >= PACKET_IN_QUEUE_SIZE * len(msg):
+            self.n_packet_in_overflow += 1
+            return
         self.n_packet_in += 1
-        self.send_async('packet_in', reason, codec.PacketIn(
-            buffer_id, len(frame), reason, table_id, cookie, match, bytes(data)), receivers)
+        channel.send(msg)
+
+    def run_packet_ins(self, now):
+        """Send the packet-ins the rate limiters release now."""
+        for channel in list(self.channels):
+            for sched in channel.pinsched:
+                if sched.n_queued:
+                    for msg in sched.run(now):
+                        self._send_packet_in(channel, msg)
+
+    def wait_time(self, now):
+        """Seconds until a rate limiter can release a packet-in, or None."""
+        waits = [sched.wait_time(now) for channel in self.channels
+                 for sched in channel.pinsched if sched.n_queued]
+        return min(waits, default=None)
+
+    def set_controller_limits(self, rate_limit, burst_limit=None):
+        """Change the packet-in rate limit of every controller connection, live."""
+        self.pin_limits = (rate_limit, burst_limit)
+        now = time.monotonic()
+        for channel in list(self.channels):
+            if self.is_controller(channel):
+                for sched in channel.pinsched:
+                    for msg in sched.set_limits(rate_limit, burst_limit):
+                        self._send_packet_in(channel, msg)
+                self.run_packet_ins(now)
 
     def flow_deleted(self, flow):
         self._push(flow, flow.ukey)
@@ -396,10 +446,12 @@ class OFProto:
         self.need_revalidate = False
         revalidate(self.dp, self.is_stale)
 
-    def run(self):
-        """After each batch of events: revalidate if anything changed."""
+    def run(self, now=None):
+        """After each batch of events: revalidate if anything changed, release packet-ins."""
         if self.need_revalidate:
             self.revalidate()
+        if self.channels:
+            self.run_packet_ins(time.monotonic() if now is None else now)
 
     def run_periodic(self, now):
         """Once a second: stats, timeouts, connections, buffers."""
@@ -498,6 +550,7 @@ class OFProto:
                 lines.append(f'        is_connected: {"true" if connected else "false"}')
                 if connected:
                     lines.append(f'        role: {ROLE_NAMES.get(channel.role, channel.role)}')
+                    lines.extend(_pinsched_lines(channel))
             else:
                 lines.append(f'    Listener "{target.target}" '
                              f'({len(target.channels)} connections)')
@@ -507,12 +560,25 @@ class OFProto:
                          f'config 0x{port.config:x})')
         lines.append(f'    flow tables: {sum(len(t) for t in self.pipeline.tables)} rules; '
                      f'groups: {len(self.groups)}; meters: {len(self.meter_configs)}; '
-                     f'packet-ins sent: {self.n_packet_in}')
+                     f'packet-ins sent: {self.n_packet_in}, '
+                     f'dropped (connection behind): {self.n_packet_in_overflow}')
         return '\n'.join(lines)
 
     def close(self):
         for target in self.targets:
             target.close()
+
+
+def _pinsched_lines(channel):
+    """Packet-in rate limiter counters, as OVS's Controller status keys."""
+    lines = []
+    for kind, sched in zip(('miss', 'action'), channel.pinsched):
+        if sched.limited:
+            st = sched.stats()
+            lines.append(f'        packet-in-{kind}: backlog={st["n_queued"]} '
+                         f'bypassed={st["n_normal"]} queued={st["n_limited"]} '
+                         f'dropped={st["n_queue_dropped"]}')
+    return lines
 
 
 def dpid_from_text(text):

@@ -69,9 +69,13 @@ class FakeChannel:
         self.probe_sent = False
         self.closed = False
         self.out = bytearray()
+        self.backlog_bytes = 0          # what Channel.backlog() would say
 
     def send(self, data):
         self.out += data
+
+    def backlog(self):
+        return self.backlog_bytes
 
     def close(self):
         if not self.closed:
@@ -90,11 +94,12 @@ class FakeChannel:
 class Switch:
     """Datapath + NormalSwitch + OFProto, with a controller's-eye view."""
 
-    def __init__(self, fail_mode='secure', n_ports=3):
+    def __init__(self, fail_mode='secure', n_ports=3, **options):
         self.admin = []                 # set_link_admin calls
         self.ofproto = OFProto('s1', 0xab, fail_mode, selector=None,
                                mac_table=MacTable(idle_time=300),
-                               set_link_admin=lambda name, up: self.admin.append((name, up)))
+                               set_link_admin=lambda name, up: self.admin.append((name, up)),
+                               **options)
         self.dp = self.ofproto.dp
         self.normal = self.ofproto.normal
         for port_no in range(1, n_ports + 1):
@@ -386,6 +391,46 @@ def test_table_miss_packet_in_buffers_a_long_frame(switch, controller):
     (error,) = switch.send(controller, PacketOut(packet_in.buffer_id + 1, 1, (output(2),)),
                            xid=32)
     assert (error.code, error.xid) == (ofp.OFPBRC_BUFFER_UNKNOWN, 32)
+
+
+def test_packet_in_rate_limit_queues_the_excess_and_releases_it_later():
+    switch = Switch(controller_rate_limit=100, controller_burst_limit=25)
+    controller = switch.connect()
+    table_miss_to_controller(switch, controller)
+    for n in range(40):
+        switch.receive(1, udp(size=n))
+    assert len(controller.received()) == 25          # the bucket's burst
+    switch.ofproto.run(now=time.monotonic() + 1.0)  # 100 tokens/s come back
+    assert [len(p.data) for p in controller.received()] == [len(udp(size=n))
+                                                           for n in range(25, 40)]
+    assert 'packet-in-miss: backlog=0 bypassed=25 queued=15 dropped=0' in \
+        switch.ofproto.show()
+
+
+def test_rate_limited_flood_on_one_port_does_not_starve_another():
+    switch = Switch(controller_rate_limit=100, controller_burst_limit=25)
+    controller = switch.connect()
+    table_miss_to_controller(switch, controller)
+    for n in range(100):                              # port 1 floods
+        switch.receive(1, udp(src=1, size=n))
+    switch.receive(2, udp(src=2))                     # port 2 sends one
+    controller.received()
+    switch.ofproto.run(now=time.monotonic() + 0.05)  # a few tokens only
+    released = controller.received()
+    assert 0 < len(released) < 25
+    assert any(p.match['in_port'] == (2, None) for p in released[:2])
+
+
+def test_packet_ins_are_dropped_and_counted_when_the_connection_is_behind(switch, controller):
+    table_miss_to_controller(switch, controller)
+    controller.backlog_bytes = 1 << 20
+    switch.receive(1, udp())
+    assert controller.received() == []
+    assert switch.ofproto.n_packet_in_overflow == 1
+    assert 'dropped (connection behind): 1' in switch.ofproto.show()
+    controller.backlog_bytes = 0
+    switch.receive(1, udp())
+    assert len(controller.received()) == 1
 
 
 def test_a_megaflow_hit_sends_a_packet_in_too(switch, controller):

@@ -118,6 +118,7 @@ class Datapath:
         self.upcall_queue_len = upcall_queue_len
         self.upcall_queues = {}             # in_port -> deque of (kind, packet, key/userdata)
         self.n_queued = 0                   # upcalls in all queues
+        self.n_handled = 0                  # upcalls handled
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
         self.n_megaflow_hit = 0             # hits that missed the EMC
@@ -427,6 +428,7 @@ class Datapath:
                                                  self.name, kind, err)
                 if handled >= budget:
                     break
+        self.n_handled += handled
         return handled
 
     def handle_miss(self, packet, key, now):
@@ -472,6 +474,10 @@ class Datapath:
             self.count_drop('no-userspace-handler', 1)
             return
         self._queue_upcall(self.exec_in_port, ACTION, packet, userdata)
+
+    def activity(self):
+        """A number that changes whenever a megaflow's stats may have changed."""
+        return self.n_hit + self.n_handled
 
     def count_drop(self, reason, n=1):
         """Count n packets dropped for `reason` (OVS's datapath_drop_* counters)."""

@@ -228,6 +228,7 @@ class OFProto:
         self.was_fail_open = self.fail_open()
         self.normal_used = False
         self.pin_limits = (controller_rate_limit, controller_burst_limit)
+        self.pushed_activity = None         # dp.activity() at the last push_stats
         self.n_packet_in = 0                # packet-ins handed to connections
         self.n_packet_in_overflow = 0       # dropped: the connection was behind
 
@@ -420,7 +421,16 @@ class OFProto:
         ukey.packets, ukey.bytes = flow.packets, flow.bytes
 
     def push_stats(self, now=None):
-        """Credit every megaflow's new packets and bytes to its rules and buckets."""
+        """Credit every megaflow's new packets and bytes to its rules and buckets.
+
+        The walk costs O(megaflows), and handlers ask for it before every
+        flow_mod, so it is skipped when no packet reached a megaflow since
+        the last walk: a burst of flow_mods pays for it once.
+        """
+        activity = self.dp.activity()
+        if activity == self.pushed_activity:
+            return
+        self.pushed_activity = activity
         for flow in self.dp.flow_dump():
             self._push(flow, flow.ukey)
 

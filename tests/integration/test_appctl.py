@@ -101,3 +101,14 @@ def test_idle_control_clients_do_not_stop_the_switch(make_net):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_second_vswitchd_with_a_running_name_stops_at_the_pid_file(make_net):
+    net = make_net(SingleSwitchTopo(1))
+    s1 = net.get('s1')
+    done = subprocess.run([sys.executable, '-m', 'mnovs.vswitchd', '--name', 's1',
+                           '--port', 's1-eth1'], capture_output=True, text=True,
+                          timeout=30, cwd=PROJECT_ROOT, check=False)
+    assert done.returncode == 1
+    assert done.stderr == f'mnovs-vswitchd: s1: already running as pid {s1.pid_vswitchd}\n'
+    assert run(OVS_APPCTL, '-t', 's1', 'version').stdout == VERSION + '\n'

@@ -21,10 +21,10 @@ Serving never blocks the daemon's loop. The server registers its listening
 socket and every accepted connection with the daemon's selector; all are
 non-blocking. Per connection, as in OVS, one request is in progress at a time:
 the next one is not read until the reply is sent. So a connection holds at most
-max_request bytes of input and one reply of output. A client that sends nothing,
-sends half a request or never reads its reply costs a descriptor and nothing
-else; when max_connections are open, the one idle longest makes room for a new
-one. Input that is not a JSON-RPC request, or a request longer than max_request,
+max_request bytes of input (plus one read) and one reply of output. A client
+that sends nothing, sends half a request or never reads its reply costs a
+descriptor and nothing else; when max_connections are open, the one idle
+longest makes room for a new one. Input that is not a JSON-RPC request, or a request longer than max_request,
 closes the connection, as OVS closes it (EPROTO), with one log line per kind of
 trouble at most every LOG_INTERVAL seconds.
 """

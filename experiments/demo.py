@@ -39,7 +39,7 @@ def main():
         client_report, _ = run_iperf3(h1, h4, args.seconds, [])
         gbps = client_report['end']['sum_received']['bits_per_second'] / 1e9
         print(f'*** iperf3 TCP h1 -> h4 (3 switches): {gbps:.2f} Gbit/s')
-        print('*** s1 datapath (mnovs-appctl s1 dpctl/show):')
+        print('*** s1 datapath (mnovs-appctl -t s1 dpctl/show):')
         print(net.get('s1').dpctl('dpctl/show'))
         return 0 if loss == 0 and gbps > 0 else 1
     finally:

@@ -12,12 +12,15 @@ plain `from mnovs.switch import PyOVSSwitch`.
 The vswitchd runs with the project's venv Python (.venv/bin/python at the
 project root) when there is one, else with the interpreter running Mininet.
 It lives in the root namespace, opens a packet socket on each of the switch's
-interfaces, and logs to /tmp/<name>-pyovs.log. Control goes through its unix
-socket (mnovs.unixctl), which is also what `dpctl dpctl/show` in Mininet's CLI
-reaches. A vswitchd exits by itself when the Mininet process that started it
-is gone (--parent-pid). The file also registers a Mininet cleanup hook that
-stops leftover vswitchds by the pids in their pid files (each checked to be a
-vswitchd first) and removes their files.
+interfaces, and logs to /tmp/<name>-pyovs.log. It keeps OVS's run-time layout
+in mnovs's run directory (mnovs.paths): pid file <name>.pid and control socket
+<name>.<pid>.ctl, which speaks OVS's unixctl protocol (mnovs.unixctl). So
+`dpctl dpctl/show` in Mininet's CLI and `OVS_RUNDIR=/var/run/mnovs ovs-appctl
+-t s1 dpctl/show` reach the same commands. A vswitchd exits by itself when the
+Mininet process that started it is gone (--parent-pid). The file also
+registers a Mininet cleanup hook that stops leftover vswitchds by the pids in
+their pid files (each checked to be a live vswitchd first) and removes their
+files.
 """
 
 import os
@@ -40,7 +43,7 @@ PROJECT_ROOT = _project_root()
 if PROJECT_ROOT not in sys.path:
     sys.path.insert(0, PROJECT_ROOT)
 
-from mnovs import paths, unixctl  # noqa: E402  (needs the sys.path above)
+from mnovs import daemon, paths, unixctl  # noqa: E402  (needs the sys.path above)
 
 STARTUP_TIMEOUT = 15.0     # seconds for a batch of vswitchds to come up
 EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour SIGTERM
@@ -102,10 +105,6 @@ class PyOVSSwitch(Switch):
     def pid_vswitchd(self):
         return self.proc.pid if self.proc else None
 
-    @property
-    def ctl_path(self):
-        return paths.ctl_path(self.name)
-
     def vswitchd_argv(self, controllers):
         argv = [vswitchd_python(), '-m', 'mnovs.vswitchd', '--name', self.name,
                 '--dpid', self.dpid, '--fail-mode', self.failMode,
@@ -159,7 +158,7 @@ class PyOVSSwitch(Switch):
         if self.proc is None or self.proc.poll() is not None:
             return False
         try:
-            ok, _ = unixctl.call(self.ctl_path, ['version'], timeout=1.0)
+            ok, _ = unixctl.call(self.name, 'version', timeout=1.0)
         except OSError:
             return False
         return ok
@@ -183,12 +182,12 @@ class PyOVSSwitch(Switch):
             error('    ' + line)
 
     def appctl(self, *args):
-        "Run a control command on this switch's vswitchd; return its text."
+        "Run a control command on this switch's vswitchd, as ovs-appctl; return its text."
         try:
-            ok, out = unixctl.call(self.ctl_path, args)
+            _, out = unixctl.call(self.name, args[0], args[1:])
         except OSError as err:
             return f'{self.name}: vswitchd not reachable: {err.strerror or err}\n'
-        return out + '\n' if out else ''
+        return out
 
     def dpctl(self, *args):
         """Run a switch command, as OVSSwitch.dpctl.
@@ -250,7 +249,7 @@ class PyOVSSwitch(Switch):
 
 
 def remove_runtime_files(name):
-    for path in (paths.ctl_path(name), paths.pid_path(name)):
+    for path in (paths.pid_path(name), *paths.ctl_paths(name)):
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -266,15 +265,19 @@ def cleanup():
             continue
         name = entry[:-len('.pid')]
         try:
-            with open(paths.pid_path(name)) as f:
-                pid = int(f.read().strip())
+            pid = daemon.read_pidfile(paths.pid_path(name))
+        except OSError:         # stale: nobody holds it any more
+            remove_runtime_files(name)
+            continue
+        try:
             with open(f'/proc/{pid}/cmdline', 'rb') as f:
                 is_ours = b'mnovs.vswitchd' in f.read()
-        except (OSError, ValueError):
+        except OSError:
             is_ours = False
-        if is_ours:
-            info(f'*** Stopping stale pyovs vswitchd {name} (pid {pid})\n')
-            os.kill(pid, signal.SIGTERM)
+        if not is_ours:
+            continue            # another live daemon of this run directory: not ours to stop
+        info(f'*** Stopping stale pyovs vswitchd {name} (pid {pid})\n')
+        os.kill(pid, signal.SIGTERM)
         remove_runtime_files(name)
 
 

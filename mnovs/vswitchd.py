@@ -6,7 +6,7 @@
 The process owns a Datapath (mnovs.dp) and the slow path above it, and polls:
 - the packet socket of every port, handled by Datapath.port_input;
 - a rtnetlink socket (LinkMonitor) for link up/down and removed interfaces;
-- the control socket (unixctl), for mnovs-appctl and Mininet's dpctl;
+- the control socket (unixctl), for ovs-appctl and Mininet's dpctl;
 and runs housekeeping once a second (megaflow expiry, MAC aging).
 
 Above the datapath runs the OpenFlow agent (mnovs.ofagent.ofproto): active
@@ -30,6 +30,7 @@ import sys
 import time
 
 from mnovs import dpctl, paths
+from mnovs.daemon import Pidfile
 from mnovs.dp.datapath import UPCALL_QUEUE_LEN
 from mnovs.linkmon import LinkMonitor
 from mnovs.ofagent.mac_learning import MacTable
@@ -193,8 +194,8 @@ class VSwitchd:
             self.ofproto.add_listener(f'ptcp:{args.listen}:127.0.0.1')
         for target in args.controller:
             self.ofproto.add_controller(target)
-        self.ctl = UnixctlServer(args.ctl or paths.ctl_path(args.name))
-        self.selector.register(self.ctl.sock, selectors.EVENT_READ, self.ctl.handle_accept)
+        self.ctl = UnixctlServer(args.ctl or paths.ctl_path(args.name, os.getpid()),
+                                 self.selector, VERSION)
         self._register_commands()
 
     # --- ports -------------------------------------------------------------
@@ -272,7 +273,6 @@ class VSwitchd:
         ctl.register('ofproto/trace', '[SWITCH] FLOW', 1, 2, self._cmd_trace)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
-        ctl.register('version', '', 0, 0, lambda: VERSION)
         ctl.register('exit', '', 0, 0, self._cmd_exit)
 
     def _cmd_add_if(self, spec):
@@ -375,17 +375,20 @@ def main(argv=None):
         format='%(asctime)s %(name)s %(levelname)s %(message)s')
     os.makedirs(paths.RUN_DIR, exist_ok=True)
     stop = StopSignals()
+    pidfile = None
     try:
+        # First the pid file, as OVS's daemonize_start: a second vswitchd
+        # with this name stops here, before it touches any interface.
+        pidfile = Pidfile(args.pidfile or paths.pid_path(args.name))
         switch = VSwitchd(args, stop)
     except (OSError, ValueError) as err:
         message = f'mnovs-vswitchd: {args.name}: {getattr(err, "strerror", None) or err}'
         if args.log_file:
             log.error(message)
         print(message, file=sys.stderr)
+        if pidfile:
+            pidfile.remove()
         return 1
-    pidfile = args.pidfile or paths.pid_path(args.name)
-    with open(pidfile, 'w') as f:
-        f.write(f'{os.getpid()}\n')
     log.info('%s started: %d ports, fail mode %s', args.name, len(switch.dp.ports),
              args.fail_mode)
     try:
@@ -393,10 +396,7 @@ def main(argv=None):
         log.info('%s stopping on %s', args.name, stop.received or 'the exit command')
     finally:
         switch.close()
-        try:
-            os.unlink(pidfile)
-        except FileNotFoundError:
-            pass
+        pidfile.remove()
     return 0
 
 

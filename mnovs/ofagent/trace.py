@@ -1,6 +1,6 @@
 """ofproto/trace: one flow through the OpenFlow pipeline, and why its megaflow is what it is.
 
-`mnovs-appctl s1 ofproto/trace FLOW` prints what OVS's ofproto/trace prints
+`mnovs-appctl -t s1 ofproto/trace FLOW` prints what OVS's ofproto/trace prints
 (ofproto/ofproto-dpif-trace.c), plus the reason for every megaflow field:
 
     Flow: tcp,in_port=1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,...

@@ -63,7 +63,7 @@ def make_net():
         leftovers = [pid for pid in pids if pid_alive(pid)]
         assert not leftovers, f'vswitchd still running after stop: {leftovers}'
         for name in names:
-            assert not os.path.exists(paths.ctl_path(name)), f'{name}: control socket left'
+            assert not paths.ctl_paths(name), f'{name}: control socket left'
             assert not os.path.exists(paths.pid_path(name)), f'{name}: pid file left'
 
 

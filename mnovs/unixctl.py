@@ -39,6 +39,7 @@ import socket
 import time
 
 from mnovs import daemon, paths
+from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +143,16 @@ def encode_reply(ok, text, request_id):
 
 
 class LogLimiter:
-    """At most one log line per kind every LOG_INTERVAL seconds, as OVS's VLOG_*_RL."""
+    """One RateLimitedLog per kind of trouble: at most one line per LOG_INTERVAL each."""
 
     def __init__(self):
-        self.last = {}          # kind -> (time of the last line, lines suppressed since)
+        self.kinds = {}
 
     def warning(self, kind, message, *args, exc_info=False):
-        now = time.monotonic()
-        last, suppressed = self.last.get(kind, (None, 0))
-        if last is not None and now - last < LOG_INTERVAL:
-            self.last[kind] = (last, suppressed + 1)
-            return
-        if suppressed:
-            message += f' ({suppressed} similar suppressed)'
-        log.warning(message, *args, exc_info=exc_info)
-        self.last[kind] = (now, 0)
+        limit = self.kinds.get(kind)
+        if limit is None:
+            limit = self.kinds[kind] = RateLimitedLog(log, burst=1, interval=LOG_INTERVAL)
+        (limit.exception if exc_info else limit.warning)(message, *args)
 
 
 class UnixctlServer:

@@ -36,7 +36,8 @@ from mnovs.ofagent.ofp import (
     OFPC_QUEUE_STATS, OFPC_TABLE_STATS, OFPCR_ROLE_MASTER, OFPCR_ROLE_NOCHANGE,
     OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPET_HELLO_FAILED, OFPET_METER_MOD_FAILED,
     OFPET_PORT_MOD_FAILED, OFPET_QUEUE_OP_FAILED, OFPET_ROLE_REQUEST_FAILED,
-    OFPET_SWITCH_CONFIG_FAILED, OFPET_TABLE_MOD_FAILED, OFPFC_DELETE, OFPFC_DELETE_STRICT,
+    OFPET_SWITCH_CONFIG_FAILED, OFPET_TABLE_MOD_FAILED, OFPFC_ADD, OFPFC_DELETE,
+    OFPFC_DELETE_STRICT,
     OFPHFC_INCOMPATIBLE, OFPM_ALL, OFPM_MAX, OFPMBT_DROP, OFPMC_ADD, OFPMC_DELETE,
     OFPMC_MODIFY, OFPMF_BURST, OFPMF_KBPS, OFPMF_PKTPS, OFPMF_STATS, OFPMMFC_BAD_BAND,
     OFPMMFC_BAD_COMMAND, OFPMMFC_BAD_FLAGS, OFPMMFC_BAD_RATE, OFPMMFC_INVALID_METER,
@@ -45,6 +46,7 @@ from mnovs.ofagent.ofp import (
     OFPPC_PORT_DOWN, OFPPMFC_BAD_CONFIG, OFPPMFC_BAD_HW_ADDR, OFPPMFC_BAD_PORT,
     OFPQOFC_BAD_PORT, OFPRRFC_STALE, OFPSCFC_BAD_FLAGS, OFPT_HELLO, OFPTMFC_BAD_TABLE,
     OFPTT_ALL, OFPError)
+from mnovs.ofagent.match import compile_match
 from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, multipart_reply_body
 from mnovs.ofagent.table import check_actions
 from mnovs.ofagent.xlate import credit_stats, xlate_packet_out
@@ -195,7 +197,12 @@ def on_flow_mod(ofproto, channel, msg, now):
     if removed:
         ofproto.rules_removed(removed, now)
     if changed:
-        ofproto.need_revalidate = True
+        if msg.command == OFPFC_ADD:
+            ofproto.rule_added(compile_match(msg.match))
+        elif msg.command in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
+            ofproto.rules_deleted(rule for rule, _ in removed)
+        else:
+            ofproto.need_revalidate = True
     if msg.buffer_id != OFP_NO_BUFFER and msg.command not in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
         ofproto.run()
         ofproto.run_buffered(msg.buffer_id, now)

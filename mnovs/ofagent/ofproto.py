@@ -62,7 +62,7 @@ from mnovs.ofagent.ofp import (
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
     OFPFF_SEND_FLOW_REM, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD,
     OFPPR_DELETE, OFPPR_MODIFY, OFPR_NO_MATCH, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
-from mnovs.ofagent.revalidator import revalidate
+from mnovs.ofagent.revalidator import affected_by, revalidate
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
 
@@ -223,7 +223,9 @@ class OFProto:
         self.buffers = PacketBuffers()
         self.targets = []                   # ActiveTarget / PassiveListener
         self.channels = set()               # connections past HELLO
-        self.need_revalidate = False
+        self.need_revalidate = False        # revalidate every megaflow
+        self.rules_added = []               # compiled matches: revalidate what they overlap
+        self.rules_gone = []                # Rules: revalidate the megaflows that hit them
         self.generation_id = None           # last master/slave generation (ROLE_REQUEST)
         self.was_fail_open = self.fail_open()
         self.normal_used = False
@@ -454,12 +456,32 @@ class OFProto:
     def revalidate(self):
         """Delete every megaflow whose translation is no longer what it caches."""
         self.need_revalidate = False
+        self.rules_added.clear()
+        self.rules_gone.clear()
         revalidate(self.dp, self.is_stale)
 
+    def rule_added(self, compiled):
+        """A rule with this compiled match was added: revalidate what it overlaps."""
+        self.rules_added.append(compiled)
+
+    def rules_deleted(self, rules):
+        """These rules are gone: revalidate the megaflows that hit them."""
+        self.rules_gone.extend(rules)
+
     def run(self, now=None):
-        """After each batch of events: revalidate if anything changed, release packet-ins."""
+        """After each batch of events: revalidate if anything changed, release packet-ins.
+
+        A batch of flow_mods that only added or deleted rules revalidates just
+        the megaflows those rules may affect (revalidator.affected_by);
+        anything else revalidates every megaflow.
+        """
         if self.need_revalidate:
             self.revalidate()
+        elif self.rules_added or self.rules_gone:
+            select = affected_by(self.rules_added, self.rules_gone)
+            self.rules_added.clear()
+            self.rules_gone.clear()
+            revalidate(self.dp, self.is_stale, select)
         if self.channels:
             self.run_packet_ins(time.monotonic() if now is None else now)
 

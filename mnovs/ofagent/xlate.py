@@ -193,10 +193,13 @@ class XlateResult:
     actions: odp actions (tuple); mask: KEY_LEN bytes; rules: the Rules hit,
     in order; groups: (Group, bucket indexes) per group executed; meters:
     meter ids; cacheable: False if the megaflow must not be installed;
+    rewrote: True if the pipeline changed a key field (set_field, push,
+    pop), so that later lookups saw other values than the packet's;
     trace: the list of trace lines, or None.
     """
 
-    __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'trace')
+    __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'rewrote',
+                 'trace')
 
 
 TraceEvent = namedtuple('TraceEvent', 'kind depth odp_len flow data')
@@ -256,6 +259,7 @@ class _Xlate:
         out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
         out.rules, out.groups, out.meters = self.rules, self.groups, self.meters
         out.cacheable = self.cacheable
+        out.rewrote = self.written != 0
         out.trace = self.trace
         return out
 

@@ -348,7 +348,7 @@ class VSwitchd:
             now = time.monotonic()
             self.ofproto.run(now)
             if now >= next_ring_check:
-                dp.check_rings()
+                dp.check_rings(now)
                 next_ring_check = now + RING_CHECK_INTERVAL
             if now >= next_tick:
                 if self.args.parent_pid and not process_alive(self.args.parent_pid):

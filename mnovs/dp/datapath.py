@@ -235,21 +235,23 @@ class Datapath:
         """Housekeeping, about once a second: idle expiry, mask order, rings."""
         self.expire(now)
         self.classifier.rebalance()
-        for port in list(self.ports.values()):
-            if port.ring is not None:
-                self._rescue_ring(port, now)
-        self.check_rings()
+        self.check_rings(now)
 
-    def check_rings(self):
-        """Count the frames the kernel dropped at each ring; cure wedged rings.
+    def check_rings(self, now):
+        """Count the frames the kernel dropped at each ring; unstick stuck readers.
 
-        Cheap (one getsockopt and, only when there were drops, a look at
-        the slots), so the poll loop runs it several times a second: a wedged
-        port is out of service until it runs.
+        Two ways a reader can stop for good, each cured here: it waits at a
+        slot the kernel gave up while later slots are full (_rescue_ring
+        skips it), or the kernel wedged the ring (every slot free, frames
+        dropped, none received: _reset_ring). Cheap (a status word, one
+        getsockopt and, only when there were drops, a look at the slots),
+        so the poll loop runs it several times a second: a stuck port is out
+        of service until it runs.
         """
         for port in list(self.ports.values()):
             if port.ring is None:
                 continue
+            self._rescue_ring(port, now)
             drops = port.kernel_drops()
             received = port.rx_packets != port.rx_checked
             port.rx_checked = port.rx_packets
@@ -343,9 +345,9 @@ class Datapath:
         If the kernel gives up the slot just before its own head and every
         other slot is full, poll never reports the socket readable again
         (readiness is "the slot before the head is full"), so no wake-up
-        comes for _skip_abandoned_slot to act on. The housekeeping asks it
-        instead, once a second: the first look starts the grace period, a
-        later one skips.
+        comes for _skip_abandoned_slot to act on. check_rings asks it
+        instead, several times a second: the first look starts the grace
+        period, a later one skips.
         """
         slot = port.rx_slot
         if STATUS.unpack_from(port.ring_view, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:

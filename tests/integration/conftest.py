@@ -7,6 +7,9 @@ or control socket of it is left behind.
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from functools import partial
 
@@ -15,6 +18,7 @@ import pytest
 pytest.importorskip('mininet.net', reason='Mininet is installed by `make install`')
 from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
+from mininet.node import RemoteController  # noqa: E402
 
 from mnovs import paths  # noqa: E402
 from mnovs.switch import PyOVSSwitch  # noqa: E402
@@ -23,6 +27,8 @@ if os.geteuid() != 0:
     pytest.skip('integration tests need root (network namespaces)', allow_module_level=True)
 
 pytestmark = pytest.mark.integration
+
+RYU = os.path.join(os.path.dirname(sys.executable), 'mnovs-ryu')
 
 
 def pid_alive(pid):
@@ -102,3 +108,42 @@ def run_iperf3(client, server, seconds=2, extra=''):
 def iperf3():
     """iperf3(client, server, seconds=2, extra='') -> iperf3 JSON report."""
     return run_iperf3
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ryu():
+    """ryu(app, ...) -> RemoteController for a stock Ryu app run by mnovs-ryu."""
+    procs = []
+
+    def start(*apps):
+        port = free_port()
+        log = open(f'/tmp/mnovs-test-ryu-{port}.log', 'w')
+        proc = subprocess.Popen([RYU, '--ofp-tcp-listen-port', str(port), *apps],
+                                stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(('127.0.0.1', port)) == 0:
+                    break
+            assert proc.poll() is None, open(log.name).read()
+            time.sleep(0.1)
+        controller = RemoteController('c0', ip='127.0.0.1', port=port)
+        controller.ryu_process = proc
+        return controller
+
+    yield start
+    for proc, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        os.unlink(log.name)

@@ -1,59 +1,16 @@
 """pyovs under real OpenFlow clients: ovs-testcontroller, Ryu apps, ovs-ofctl."""
 
-import os
 import random
 import re
 import socket
 import subprocess
-import sys
 import time
 
-import pytest
-from mininet.node import DefaultController, RemoteController
+from mininet.node import DefaultController
 from mininet.topo import SingleSwitchTopo
 from mininet.topolib import TreeTopo
 
 PING_OK = ' 0% packet loss'
-RYU = os.path.join(os.path.dirname(sys.executable), 'mnovs-ryu')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def ryu():
-    """ryu(app, ...) -> RemoteController for a stock Ryu app run by mnovs-ryu."""
-    procs = []
-
-    def start(*apps):
-        port = free_port()
-        log = open(f'/tmp/mnovs-test-ryu-{port}.log', 'w')
-        proc = subprocess.Popen([RYU, '--ofp-tcp-listen-port', str(port), *apps],
-                                stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
-        for _ in range(100):
-            with socket.socket() as sock:
-                if sock.connect_ex(('127.0.0.1', port)) == 0:
-                    break
-            assert proc.poll() is None, open(log.name).read()
-            time.sleep(0.1)
-        controller = RemoteController('c0', ip='127.0.0.1', port=port)
-        controller.ryu_process = proc
-        return controller
-
-    yield start
-    for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        os.unlink(log.name)
 
 
 def ofctl(switch, *args):

@@ -76,6 +76,7 @@ RX_BATCH = 64            # frames read from one port before looking at others
 RING_STALL_GRACE = 0.002 # seconds to wait for a slot filled out of order
 UPCALL_BATCH = 64        # upcalls handled per turn of the poll loop (OVS: UPCALL_MAX_BATCH)
 UPCALL_QUEUE_LEN = 4096  # upcalls waiting per input port before they are lost
+POLL_EVERY = 8           # upcalls handled between two looks at the rings (poll_rings)
 MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
@@ -310,6 +311,21 @@ class Datapath:
             port.rx_slot = slot
             port.stalled_since = None
 
+    def poll_rings(self):
+        """Drain every ring that has frames waiting, without a system call.
+
+        The slow path calls this between pieces of its own work (upcalls,
+        OpenFlow messages): a ring holds only `ring_slots` frames, and at
+        20,000 new flows per second 64 slots fill in 3 ms, less than one
+        batch of slow-path work takes. Hits are forwarded on the spot and
+        misses join the upcall queues, which are much longer. Cost when no
+        frame waits: one status word per port.
+        """
+        for port in self.ports.values():
+            if port.ring is not None and STATUS.unpack_from(
+                    port.ring_view, port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+                self.port_input(port)
+
     def _skip_abandoned_slot(self, port, slot, now):
         """Decide whether the empty slot the reader waits at was given up.
 
@@ -418,6 +434,8 @@ class Datapath:
                 kind, packet, arg = queue.popleft()
                 self.n_queued -= 1
                 handled += 1
+                if not handled % POLL_EVERY:
+                    self.poll_rings()
                 try:
                     if kind is MISS:
                         self.handle_miss(packet, arg, now)

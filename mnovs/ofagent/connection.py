@@ -45,6 +45,8 @@ assert OFP_HEADER.size == 8
 MAX_BACKOFF = 8.0
 RECV_CHUNK = 1 << 16
 MAX_SEND_BUFFER = 16 << 20              # a controller this far behind is dropped
+MESSAGES_PER_TURN = 50                  # messages handled per connection per loop turn
+MAX_RECV_BACKLOG = 1 << 20              # bytes received and not yet handled, at most
 
 
 class Channel:
@@ -136,6 +138,11 @@ class Channel:
         return True
 
     def _receive(self):
+        if len(self.rx) >= MAX_RECV_BACKLOG:
+            # Messages enough wait already: leave the rest in the socket, so
+            # that TCP slows the peer down, and work through what is here.
+            self.process_messages()
+            return
         try:
             data = self.sock.recv(RECV_CHUNK)
         except BlockingIOError:
@@ -151,7 +158,19 @@ class Channel:
         self.last_rx = time.monotonic()
         self.probe_sent = False
         self.rx += data
-        while len(self.rx) >= OFP_HEADER.size and not self.closed:
+        self.process_messages()
+
+    def process_messages(self, limit=MESSAGES_PER_TURN):
+        """Hand up to `limit` whole received messages to on_message.
+
+        As OVS's connmgr does (50 per connection per main-loop run), a
+        controller that sends thousands of flow_mods at once does not hold
+        the loop: between two batches the ports' rings are drained. The
+        agent calls this again each turn while `backlogged()`.
+        """
+        for _ in range(limit):
+            if len(self.rx) < OFP_HEADER.size or self.closed:
+                return
             length = OFP_HEADER.unpack_from(self.rx)[2]
             if length < OFP_HEADER.size:
                 # The stream cannot be re-synchronised after a length that
@@ -160,10 +179,15 @@ class Channel:
                 self.close()
                 return
             if len(self.rx) < length:
-                break
+                return
             message = bytes(self.rx[:length])
             del self.rx[:length]
             self.on_message(self, message)
+
+    def backlogged(self):
+        """True if a whole received message waits to be handled."""
+        return (not self.closed and len(self.rx) >= OFP_HEADER.size
+                and len(self.rx) >= OFP_HEADER.unpack_from(self.rx)[2])
 
     def _flush(self):
         try:

@@ -157,7 +157,7 @@ def on_set_config(ofproto, channel, msg, now):
 
 
 def on_barrier_request(ofproto, channel, msg, now):
-    ofproto.run()                   # pending revalidation happens before the reply
+    ofproto.sync()                  # pending revalidation happens before the reply
     return [BarrierReply()]
 
 
@@ -204,7 +204,7 @@ def on_flow_mod(ofproto, channel, msg, now):
         else:
             ofproto.need_revalidate = True
     if msg.buffer_id != OFP_NO_BUFFER and msg.command not in (OFPFC_DELETE, OFPFC_DELETE_STRICT):
-        ofproto.run()
+        ofproto.sync()
         ofproto.run_buffered(msg.buffer_id, now)
     return []
 

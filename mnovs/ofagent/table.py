@@ -341,11 +341,18 @@ class Pipeline:
             raise OFPError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_TABLE_ID)
         compiled = compile_match(match)
         cookie &= cookie_mask
+        # The usual request (dump-flows, dump-aggregate, del-flows) names
+        # no match, cookie, port or group: every rule, with no test each.
+        everything = not compiled[1] and not cookie_mask and out_port == OFPP_ANY \
+            and out_group == OFPG_ANY
         selected = []
         for table in tables:
             if priority is not None:
                 rule = table.rules.get(compiled + (priority,))
                 candidates = () if rule is None else (rule,)
+            elif everything:
+                selected.extend(table.rules.values())
+                continue
             else:
                 candidates = (rule for rule in table.rules.values()
                               if covers(compiled, (rule.value, rule.mask)))

@@ -108,6 +108,18 @@ def test_messages_split_across_reads_and_several_in_one(selector, pair):
     assert got == [m1, m2, m3]
 
 
+def test_a_burst_of_messages_is_handled_in_batches(selector, pair):
+    # 120 messages in one read: 50 now, the rest when the agent asks again.
+    channel, peer, got, _ = pair
+    peer.sendall(b''.join(codec.encode(EchoRequest(xid=n)) for n in range(120)))
+    pump(selector, until=lambda: got)
+    assert len(got) == connection.MESSAGES_PER_TURN and channel.backlogged()
+    channel.process_messages()
+    channel.process_messages()
+    assert len(got) == 120 and not channel.backlogged()
+    assert [codec.decode(raw).xid for raw in got] == list(range(120))
+
+
 def test_a_length_below_8_closes_the_connection(selector, pair):
     channel, peer, got, closed = pair
     good = codec.encode(EchoRequest(xid=1))

@@ -14,7 +14,7 @@ def key(n, port=1):
 
 def fake_port(no):
     sent = []
-    return SimpleNamespace(port_no=no, name=f'p{no}', up=True, sent=sent,
+    return SimpleNamespace(port_no=no, name=f'p{no}', up=True, sent=sent, ring=None,
                            rx_packets=0, rx_bytes=0, rx_dropped=0,
                            send=lambda pkt: sent.append(bytes(pkt)))
 

@@ -342,3 +342,34 @@ def test_probe_gives_up_on_a_peer_that_never_says_hello(agent, selector):
     peer.settimeout(1)
     assert peer.recv(100) == b''
     peer.close()
+
+
+# --- live configuration (bridge/apply) ----------------------------------------------
+
+def test_set_controllers_changes_only_what_differs(agent, selector, tmp_path):
+    channel, peer = connect_agent(agent, selector)
+    kept = agent.targets[0].target
+    mgmt_path = str(tmp_path / 's1.mgmt')
+    errors = agent.set_controllers([kept, f'punix:{mgmt_path}', 'tcp:nonsense'])
+    assert list(errors) == ['tcp:nonsense']
+    assert not channel.closed
+    assert [t.target for t in agent.targets] == [kept, f'punix:{mgmt_path}']
+    assert os.path.exists(mgmt_path)
+    agent.set_controllers([f'punix:{mgmt_path}'])
+    assert channel.closed and channel not in agent.channels
+    peer.settimeout(1)
+    assert peer.recv(1) == b''
+    agent.set_controllers([])
+    assert agent.targets == [] and not os.path.exists(mgmt_path)
+
+
+def test_a_new_datapath_id_drops_every_connection(agent, selector):
+    channel, peer = connect_agent(agent, selector)
+    agent.set_datapath_id(1)                        # unchanged: nothing happens
+    assert not channel.closed
+    agent.set_datapath_id(2)
+    assert agent.dpid == 2 and channel.closed
+    peer.settimeout(1)
+    assert peer.recv(1) == b''
+    target = agent.targets[0]
+    assert target.channel is None and target.next_attempt > 0     # it reconnects

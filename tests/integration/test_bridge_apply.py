@@ -265,11 +265,18 @@ def test_controller_dpid_renumber_and_missing_interface(bridge, testcontroller):
     assert wait_for(connected)
     assert pings(1, f'{NET}.2')
 
+    # The controller removed: its connection goes, and standalone means NORMAL again.
+    bridge.apply(datapath_id='00000000000000c2', ports=ports)
+    assert bridge.status()['controllers'] == {}
+    assert 'fail_mode: standalone; forwarding by NORMAL' in bridge.appctl('ofproto/show')[1]
+    assert pings(1, f'{NET}.2')
+
     # Renumbering: PORT_STATUS DELETE of the old number, then ADD of the new one.
+    # (Without a controller: ovs-testcontroller's flows would still name port 2.)
     monitor = OFMonitor(bridge.mgmt)
     try:
         ports = [LOCAL, port('hba1', request=1), port('hba2', request=5)]
-        bridge.apply(datapath_id='00000000000000c2', ports=ports, controllers=[testcontroller])
+        bridge.apply(datapath_id='00000000000000c2', ports=ports)
         assert monitor.port_status(2) == [(ofp.OFPPR_DELETE, 2, 'hba2'), (ofp.OFPPR_ADD, 5, 'hba2')]
     finally:
         monitor.close()
@@ -280,11 +287,10 @@ def test_controller_dpid_renumber_and_missing_interface(bridge, testcontroller):
     # A missing interface: an error in OVS's words, the rest forwards; when it
     # appears it becomes a port without another apply.
     ports.append(port(MISSING, request=9))
-    bridge.apply(datapath_id='00000000000000c2', ports=ports)     # and no controller
+    bridge.apply(datapath_id='00000000000000c2', ports=ports)
     missing = bridge.status()['ports'][MISSING]
     assert missing == {'ofport': -1,
                        'error': f'could not open network device {MISSING} (No such device)'}
-    assert 'fail_mode: standalone; forwarding by NORMAL' in bridge.appctl('ofproto/show')[1]
     assert pings(1, f'{NET}.2')
     sh('ip', 'link', 'add', MISSING, 'type', 'veth', 'peer', 'name', f'{MISSING}p')
     assert wait_for(lambda: bridge.status()['ports'][MISSING].get('ofport') == 9)

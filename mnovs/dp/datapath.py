@@ -206,7 +206,7 @@ class Datapath:
         self.expire(now)
         self.classifier.rebalance()
         for port in list(self.ports.values()):
-            if port.ring is not None:       # h-config: TAP ports have no ring (reconcile with issue 7)
+            if port.ring is not None:       # h-config: a TAP port has no ring (issue 7 reconciles)
                 self._rescue_ring(port, now)
             drops = port.kernel_drops()
             if drops:

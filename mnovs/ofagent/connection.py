@@ -281,6 +281,8 @@ class ActiveTarget:
         if self.channel is not None:
             self.channel.close()
 
+    # A target holds nothing but its connection: removing it is disconnecting
+    # (once out of the agent's list, nobody runs it to reconnect).
     close = disconnect
 
 

@@ -57,8 +57,9 @@ from mnovs.ofagent.messages import Port as PortDesc
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
-    OFPFF_SEND_FLOW_REM, OFPG_ALL, OFPGC_DELETE, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER,
-    OFPPR_ADD, OFPPR_DELETE, OFPPR_MODIFY, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPTT_ALL, OFPError)
+    OFPFF_SEND_FLOW_REM, OFPG_ALL, OFPGC_DELETE, OFPPC_PORT_DOWN, OFPP_LOCAL, OFPPF_10GB_FD,
+    OFPPF_COPPER, OFPPR_ADD, OFPPR_DELETE, OFPPR_MODIFY, OFPPS_LINK_DOWN, OFPPS_LIVE,
+    OFPTT_ALL, OFPError)
 from mnovs.ofagent.revalidator import revalidate
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
@@ -579,7 +580,8 @@ class OFProto:
                              f'({len(target.channels)} connections)')
         for port_no, port in sorted(self.ports.items()):
             state = 'up' if port.up else 'down'
-            lines.append(f'    Port {port.name} (OpenFlow port {port_no}, {state}, '
+            number = 'LOCAL' if port_no == OFPP_LOCAL else port_no
+            lines.append(f'    Port {port.name} (OpenFlow port {number}, {state}, '
                          f'config 0x{port.config:x})')
         lines.append(f'    flow tables: {sum(len(t) for t in self.pipeline.tables)} rules; '
                      f'groups: {len(self.groups)}; meters: {len(self.meter_configs)}; '

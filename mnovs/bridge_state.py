@@ -169,7 +169,6 @@ class BridgeState:
         self.wanted = None                  # [PortSpec] of the last apply; None: CLI config
         self.port_errors = {}               # name -> OVS's error text
         self.controller_errors = {}         # target -> reason
-        self.desired = None
 
     def apply(self, text):
         """bridge/apply: make the switch what the document says.
@@ -179,7 +178,6 @@ class BridgeState:
         """
         desired = parse_desired(text)
         switch = self.switch
-        self.desired = desired
         self.wanted = desired.ports
         self._reconcile_ports()
         if desired.datapath_id is not None:

@@ -68,7 +68,8 @@ class TapPort:
         self.name = name
         self.fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            fcntl.ioctl(self.fd, TUNSETIFF, IFREQ.pack(encoded, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+            flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+            fcntl.ioctl(self.fd, TUNSETIFF, IFREQ.pack(encoded, flags))
             fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, INT.pack(VNET_HDR_LEN))
             fcntl.ioctl(self.fd, TUNSETOFFLOAD, OFFLOADS)
         except OSError:

@@ -200,7 +200,8 @@ def bridge(tmp_path):
     finally:
         br.stop()
         remove_plumbing()
-    assert br.proc.returncode == 0, open(br.log).read()
+    with open(br.log) as log:
+        assert br.proc.returncode == 0, log.read()
     assert not os.path.exists(br.mgmt) and not os.path.exists(br.ctl), 'sockets left behind'
     assert not os.path.exists(f'/sys/class/net/{BR}'), 'the LOCAL TAP device outlived its switch'
 
@@ -209,13 +210,12 @@ def bridge(tmp_path):
 def testcontroller(tmp_path):
     """ovs-testcontroller (a learning switch) on a free port; yields its tcp: target."""
     tcp_port = free_port()
-    log = open(tmp_path / 'testcontroller.log', 'w')
-    proc = subprocess.Popen(['ovs-testcontroller', f'ptcp:{tcp_port}:127.0.0.1'],
-                            stdout=log, stderr=log)
-    yield f'tcp:127.0.0.1:{tcp_port}'
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with open(tmp_path / 'testcontroller.log', 'w') as log:
+        proc = subprocess.Popen(['ovs-testcontroller', f'ptcp:{tcp_port}:127.0.0.1'],
+                                stdout=log, stderr=log)
+        yield f'tcp:127.0.0.1:{tcp_port}'
+        proc.terminate()
+        proc.wait(10)
 
 
 # --- tests --------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """bridge_state: the bridge/apply document and the port plan (pure functions)."""
 
+import errno
 import json
+import os
+from types import SimpleNamespace
 
 import pytest
 
-from mnovs.bridge_state import PortSpec, parse_desired, plan_ports
+from mnovs.bridge_state import BridgeState, PortSpec, parse_desired, plan_ports
 from mnovs.dp.datapath import LOCAL_PORT
 
 
@@ -98,7 +101,7 @@ def test_a_port_holding_a_requested_number_moves_to_a_free_one():
 
 
 def test_of_two_requests_for_one_number_the_first_wins():
-    deletes, adds = plan_ports({}, [spec('a', '', 3), spec('b', '', 3)], 's1')
+    _, adds = plan_ports({}, [spec('a', '', 3), spec('b', '', 3)], 's1')
     assert adds == [(spec('a', '', 3), 3), (spec('b', '', 3), None)]
 
 
@@ -113,3 +116,88 @@ def test_a_port_that_failed_before_is_tried_again():
     current = {'a': ('', 1)}
     deletes, adds = plan_ports(current, [spec('a'), spec('missing', '', 4)], 's1')
     assert deletes == [] and adds == [(spec('missing', '', 4), 4)]
+
+
+# --- BridgeState over a fake switch ---------------------------------------------------
+
+class FakePort:
+    def __init__(self, name, port_no):
+        self.name, self.port_no = name, port_no
+        self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
+        self.tx_packets = self.tx_bytes = self.tx_dropped = 0
+
+
+class FakeSwitch:
+    """What BridgeState uses of a VSwitchd; interfaces exist when listed in `present`."""
+
+    def __init__(self, present):
+        self.name = 'ut1'
+        self.present = set(present)
+        self.calls = []
+        self.dp = SimpleNamespace(ports={}, port_by_name=self.port_by_name)
+        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set())
+        self.mgmt_target = 'punix:/nowhere/ut1.mgmt'
+
+    def port_by_name(self, name):
+        return next((p for p in self.dp.ports.values() if p.name == name), None)
+
+    def add_port(self, name, port_no=None, port_type=''):
+        if name not in self.present:
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        port_no = port_no or max(self.dp.ports, default=0) + 1
+        self.dp.ports[port_no] = FakePort(name, port_no)
+        self.calls.append(('add', name, port_no))
+
+    def del_port(self, name):
+        del self.dp.ports[self.port_by_name(name).port_no]
+        self.calls.append(('del', name))
+
+    def set_datapath_id(self, dpid):
+        self.ofproto.dpid = dpid
+
+    def set_fail_mode(self, fail_mode):
+        self.calls.append(('fail_mode', fail_mode))
+
+    def set_controllers(self, targets):
+        return {t: 'Connection refused' for t in targets if 'bad' in t}
+
+
+def test_apply_reports_a_missing_interface_and_retries_it_when_it_appears():
+    switch = FakeSwitch(present={'ut1-eth1'})
+    state = BridgeState(switch)
+    state.apply(doc(datapath_id='00000000000000ab', controllers=['tcp:127.0.0.1:1', 'bad'],
+                    ports=[{'name': 'ut1-eth1', 'ofport_request': 1},
+                           {'name': 'ut1-nosuch', 'ofport_request': 2}]))
+    status = json.loads(state.status())
+    assert status['datapath_id'] == '00000000000000ab'
+    assert status['ports']['ut1-eth1']['ofport'] == 1
+    assert status['ports']['ut1-eth1']['error'] is None
+    assert status['ports']['ut1-nosuch'] == {
+        'ofport': -1, 'error': 'could not open network device ut1-nosuch (No such device)'}
+    assert status['controllers']['bad']['error'] == 'Connection refused'
+    state.port_may_exist('ut1-other')               # not a port it waits for
+    assert switch.calls[-1] == ('fail_mode', 'secure')
+    switch.present.add('ut1-nosuch')
+    state.port_may_exist('ut1-nosuch')
+    assert switch.calls[-1] == ('add', 'ut1-nosuch', 2)
+    assert json.loads(state.status())['ports']['ut1-nosuch']['error'] is None
+
+
+def test_a_vanished_interface_of_a_wanted_port_gets_the_error():
+    switch = FakeSwitch(present={'ut1-eth1'})
+    state = BridgeState(switch)
+    state.apply(doc(ports=[{'name': 'ut1-eth1'}]))
+    switch.del_port('ut1-eth1')                     # the vswitchd saw RTM_DELLINK
+    state.port_vanished('ut1-eth1')
+    state.port_vanished('ut1-unwanted')
+    status = json.loads(state.status())['ports']
+    assert status == {'ut1-eth1': {
+        'ofport': -1, 'error': 'could not open network device ut1-eth1 (No such device)'}}
+
+
+def test_a_bad_document_changes_nothing():
+    switch = FakeSwitch(present={'ut1-eth1'})
+    state = BridgeState(switch)
+    with pytest.raises(ValueError):
+        state.apply(doc(fail_mode='sometimes', ports=[{'name': 'ut1-eth1'}]))
+    assert switch.calls == []

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from mnovs import unixctl
+from mnovs import paths, unixctl
 from mnovs.ofagent import codec, ofp
 
 BR = 'hbabr'
@@ -323,3 +323,17 @@ def test_controller_dpid_renumber_and_missing_interface(bridge, testcontroller):
     ok, out = bridge.appctl('bridge/apply', '{"fail_mode": "open"}')
     assert not ok and 'fail_mode' in out
     assert bridge.status()['ports'][MISSING]['ofport'] == 9
+
+
+def test_ovs_ofctl_reaches_a_mininet_switch_by_name(make_net):
+    """Mininet's switches (command-line configuration) have their <br>.mgmt too."""
+    from mininet.topo import SingleSwitchTopo
+    net = make_net(SingleSwitchTopo(2))
+    env = dict(os.environ, OVS_RUNDIR=paths.RUN_DIR)
+    ofctl = ('ovs-ofctl', '-O', 'OpenFlow13')
+    sh(*ofctl, 'add-flow', 's1', 'priority=5,actions=NORMAL', env=env)
+    assert 'priority=5 actions=NORMAL' in sh(*ofctl, 'dump-flows', 's1', env=env).stdout
+    mgmt = os.path.join(paths.RUN_DIR, 's1.mgmt')
+    assert os.path.exists(mgmt)
+    make_net.stop(net)
+    assert not os.path.exists(mgmt), 'the mgmt socket outlived its switch'

@@ -12,6 +12,7 @@ Run under the shared lock:
     flock /tmp/mnovs-mininet.lock .venv/bin/python -m pytest tests/integration/test_bridge_apply.py
 """
 
+import glob
 import json
 import os
 import signal
@@ -101,15 +102,19 @@ class Bridge:
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
-        self.ctl = os.path.join(run_dir, f'{BR}.ctl')
         self.mgmt = os.path.join(run_dir, f'{BR}.mgmt')
         self.log = os.path.join(run_dir, 'vswitchd.log')
         env = dict(os.environ, MNOVS_RUN_DIR=run_dir, PYTHONPATH=ROOT)
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'mnovs.vswitchd', '--name', BR, '--fail-mode', 'standalone',
              '--log-file', self.log], env=env, cwd=ROOT)
-        assert wait_for(lambda: os.path.exists(self.ctl)), 'vswitchd did not start'
+        assert wait_for(self.ctl_paths), 'vswitchd did not start'
+        (self.ctl,) = self.ctl_paths()
         self.ofctl_env = dict(os.environ, OVS_RUNDIR=run_dir)
+
+    def ctl_paths(self):
+        """The control socket(s): <br>.ctl, or OVS's <br>.<pid>.ctl."""
+        return glob.glob(os.path.join(self.run_dir, f'{BR}*.ctl'))
 
     def appctl(self, method, *params):
         """One control command (the one place that knows the protocol)."""
@@ -202,7 +207,7 @@ def bridge(tmp_path):
         remove_plumbing()
     with open(br.log) as log:
         assert br.proc.returncode == 0, log.read()
-    assert not os.path.exists(br.mgmt) and not os.path.exists(br.ctl), 'sockets left behind'
+    assert not os.path.exists(br.mgmt) and not br.ctl_paths(), 'sockets left behind'
     assert not os.path.exists(f'/sys/class/net/{BR}'), 'the LOCAL TAP device outlived its switch'
 
 

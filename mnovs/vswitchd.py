@@ -10,14 +10,25 @@ The process owns a Datapath (mnovs.dp) and the slow path above it, and polls:
 and runs housekeeping once a second (megaflow expiry, MAC aging).
 
 Above the datapath runs the OpenFlow agent (mnovs.ofagent.ofproto): active
-connections to every --controller, a passive listener on --listen for
-ovs-ofctl, and the fail mode: with no controller connected, `standalone`
-forwards with NORMAL learning and `secure` keeps its flow tables (empty at
-start, so it drops).
+connections to every --controller, a passive listener on --listen, the
+bridge's management socket <run dir>/<name>.mgmt (punix, always there: it is
+where `ovs-ofctl dump-flows <name>` connects when OVS_RUNDIR is the run dir),
+and the fail mode: with no controller connected, `standalone` forwards with
+NORMAL learning and `secure` keeps its flow tables (empty at start, so it
+drops).
+
+The command line gives the first configuration. The bridge layer replaces
+it, live, with `bridge/apply JSON` and reads `bridge/status`
+(mnovs.bridge_state); the methods that command uses are the public ones
+below: add_port, del_port, set_controllers, set_fail_mode, set_datapath_id.
+
+Port numbers are the same in the datapath and in OpenFlow. The port named
+like the bridge, an internal (TAP) port, is LOCAL: OFPP_LOCAL, 0xfffffffe,
+in both (dp/datapath.py LOCAL_PORT).
 
 It stops on SIGTERM, SIGINT or the `exit` command, or when the process that
 started it (--parent-pid: Mininet) is gone, and then removes its control
-socket and pid file.
+socket, management socket and pid file.
 """
 
 import argparse
@@ -30,8 +41,9 @@ import sys
 import time
 
 from mnovs import dpctl, paths
+from mnovs.bridge_state import BridgeState
 from mnovs.daemon import Pidfile
-from mnovs.dp.datapath import UPCALL_QUEUE_LEN
+from mnovs.dp.datapath import LOCAL_PORT, UPCALL_QUEUE_LEN
 from mnovs.linkmon import LinkMonitor
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.connection import parse_target
@@ -188,26 +200,44 @@ class VSwitchd:
         self.dp = self.ofproto.dp
         self.normal = self.ofproto.normal
         self.selector.register(self.links, selectors.EVENT_READ, self._link_events)
+        self.name = args.name
+        self.bridge = BridgeState(self)
         for name, port_no in args.port:
             self.add_port(name, port_no)
-        if args.listen:
-            self.ofproto.add_listener(f'ptcp:{args.listen}:127.0.0.1')
-        for target in args.controller:
-            self.ofproto.add_controller(target)
+        self.mgmt_target = f'punix:{os.path.join(paths.RUN_DIR, args.name)}.mgmt'
+        listen = [f'ptcp:{args.listen}:127.0.0.1'] if args.listen else []
+        errors = self.set_controllers(args.controller + listen)
+        if errors:
+            self.ofproto.close()            # removes the management socket
+            raise OSError(f'{", ".join(errors)}: {", ".join(errors.values())}')
         self.ctl = UnixctlServer(args.ctl or paths.ctl_path(args.name, os.getpid()),
                                  self.selector, VERSION)
         self._register_commands()
 
     # --- ports -------------------------------------------------------------
 
-    def add_port(self, name, port_no=None):
-        port = self.dp.add_port(name, port_no)
+    def add_port(self, name, port_no=None, port_type=''):
+        """Add a port, announce it (PORT_STATUS ADD) and return it.
+
+        Args:
+            port_type: '' opens an existing interface and takes it up;
+                'internal' creates a TAP device, left down as OVS leaves
+                its internal interfaces. The port named like the bridge is
+                LOCAL whatever port_no says.
+        Raises:
+            OSError: the interface cannot be opened (or taken up).
+            ValueError: the name or number is in use, or a bad type.
+        """
+        if name == self.name:
+            port_no = LOCAL_PORT
+        port = self.dp.add_port(name, port_no, port_type)
         try:
-            port.up = self.links.bring_up(name)
+            port.up = (self.links.is_up(name) if port_type == 'internal'
+                       else self.links.bring_up(name))
         except OSError:
             self.dp.del_port(port.port_no)
             raise
-        self.selector.register(port.sock, selectors.EVENT_READ,
+        self.selector.register(port.fd, selectors.EVENT_READ,
                                lambda events: self._port_ready(port, events))
         self.ofproto.port_added(port)
         self.normal.port_changed(port.port_no)
@@ -215,14 +245,34 @@ class VSwitchd:
         return port
 
     def del_port(self, name):
+        """Delete a port (PORT_STATUS DELETE); an internal port's device goes with it."""
         port = self.dp.port_by_name(name)
         if port is None:
             raise CommandError(f'no port named {name}')
-        self.selector.unregister(port.sock)
+        self.selector.unregister(port.fd)
         self.dp.del_port(port.port_no)
         self.ofproto.port_deleted(port.port_no)
         self.normal.port_changed(port.port_no)
         log.info('deleted port %d: %s', port.port_no, name)
+
+    # --- bridge configuration (bridge_state.BridgeState uses these) --------
+
+    def set_controllers(self, targets):
+        """Connect to / listen on exactly `targets`, plus the management socket.
+
+        Returns:
+            {target: reason} for targets that could not be made.
+        """
+        return self.ofproto.set_controllers([*targets, self.mgmt_target])
+
+    def set_fail_mode(self, fail_mode):
+        self.ofproto.set_fail_mode(fail_mode)
+
+    def set_datapath_id(self, dpid):
+        self.ofproto.set_datapath_id(dpid)
+
+    def set_controller_limits(self, rate_limit, burst_limit):
+        self.ofproto.set_controller_limits(rate_limit, burst_limit)
 
     def _port_ready(self, port, events):
         # A port registered for reading that is reported writable has an
@@ -241,10 +291,17 @@ class VSwitchd:
                       list(self.dp.ports.values())]
         for name, up, deleted in events:
             port = self.dp.port_by_name(name)
+            if deleted and port is not None:
+                # A renumbered internal port is a new device of the same
+                # name: the old one's deletion must not take it away.
+                up, deleted = self._link_state(name)
             if port is None:
+                if not deleted:
+                    self.bridge.port_may_exist(name)
                 continue
             if deleted:
                 self.del_port(name)
+                self.bridge.port_vanished(name)
             elif up != port.up:
                 if up:
                     # The socket may still hold the ENETDOWN of the link's
@@ -271,6 +328,8 @@ class VSwitchd:
         ctl.register('dpctl/del-if', 'IFACE', 1, 1, self._cmd_del_if)
         ctl.register('ofproto/show', '', 0, 0, self.ofproto.show)
         ctl.register('ofproto/trace', '[SWITCH] FLOW', 1, 2, self._cmd_trace)
+        ctl.register('bridge/apply', 'JSON', 1, 1, self._cmd_bridge_apply)
+        ctl.register('bridge/status', '', 0, 0, self.bridge.status)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
         ctl.register('exit', '', 0, 0, self._cmd_exit)
@@ -284,6 +343,12 @@ class VSwitchd:
         except OSError as err:
             raise CommandError(f'cannot add {spec}: {err.strerror or err}') from None
         return f'added port {port.port_no}: {port.name}'
+
+    def _cmd_bridge_apply(self, text):
+        try:
+            return self.bridge.apply(text)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
 
     def _cmd_del_if(self, name):
         self.del_port(name)

@@ -68,6 +68,7 @@ from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KER
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
                              TPACKET2_HDR, Port, restore_vlan_tag)
 from mnovs.dp.offload import VNET_HDR_LEN
+from mnovs.dp.tap import TapPort
 from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ POLL_EVERY = 8           # upcalls handled between two looks at the rings (poll_
 MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
+# The bridge's own port (an internal port named like the bridge). Its number
+# is OpenFlow's OFPP_LOCAL, so that datapath and OpenFlow port numbers are the
+# same everywhere (flow keys, megaflows, actions) and nobody translates them.
+LOCAL_PORT = 0xfffffffe
 
 
 class Datapath:
@@ -131,20 +136,31 @@ class Datapath:
 
     # --- ports -------------------------------------------------------------
 
-    def add_port(self, name, port_no=None):
+    def add_port(self, name, port_no=None, port_type=''):
         """Open `name` as a datapath port and return the Port.
 
+        Args:
+            port_type: '' for an existing interface (netdev.Port), 'internal'
+                for a TAP device this switch creates (tap.TapPort).
+            port_no: the port number; None picks the lowest unused above the
+                others (LOCAL_PORT aside).
         Raises:
-            ValueError: the port number or name is already in use.
+            ValueError: the port number or name is already in use, or the
+                type is unknown.
             OSError: the interface cannot be opened.
         """
         if port_no is None:
-            port_no = max(self.ports, default=0) + 1
+            port_no = max((n for n in self.ports if n != LOCAL_PORT), default=0) + 1
         if port_no in self.ports:
             raise ValueError(f'port number {port_no} is already in use')
         if any(p.name == name for p in self.ports.values()):
             raise ValueError(f'interface {name} is already a port')
-        port = Port(port_no, name, self.ring_slots)
+        if port_type == 'internal':
+            port = TapPort(port_no, name)
+        elif port_type == '':
+            port = Port(port_no, name, self.ring_slots)
+        else:
+            raise ValueError(f'unknown port type "{port_type}"')
         self.ports[port_no] = port
         return port
 
@@ -279,6 +295,13 @@ class Datapath:
 
     def port_input(self, port):
         """Handle up to RX_BATCH frames waiting in `port`'s ring (dp_netdev_input)."""
+        if port.ring is None:
+            # h-config: a TAP port (tap.py) has no ring; reconcile with issue 7's receive path.
+            now = time.monotonic()
+            emc_get = self.emc.table.get
+            for packet in port.recv_batch(RX_BATCH):
+                self._input(port, port.port_no, memoryview(packet), emc_get, now)
+            return
         ring = port.ring_view
         n_slots = port.ring_slots
         slot = port.rx_slot

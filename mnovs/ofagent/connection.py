@@ -11,8 +11,10 @@ Two kinds of endpoints create channels:
 - `ActiveTarget` (OVS `tcp:IP:PORT`): connects to a controller and, when the
   connection fails or drops, retries with exponential backoff (1 s doubling
   to 8 s, as OVS's default max-backoff).
-- `PassiveListener` (OVS `ptcp:PORT`): accepts any number of connections,
-  for ovs-ofctl and Mininet's `dpctl`.
+- `PassiveListener` (OVS `ptcp:PORT` or `punix:PATH`): accepts any number
+  of connections, for ovs-ofctl and Mininet's `dpctl`. Every bridge has one
+  on the unix socket <run dir>/<bridge>.mgmt, where ovs-ofctl looks for a
+  bridge named on its command line; the socket file goes when it closes.
 
 Liveness (OVS's inactivity probe, run by the agent: ofproto._probe): after
 PROBE_INTERVAL seconds without receiving anything, the agent sends an
@@ -33,6 +35,7 @@ ends that connection (an active target then retries).
 
 import errno
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -220,23 +223,46 @@ class Channel:
         self.on_close(self)
 
 
+DEFAULT_OFP_PORT = 6653                 # OVS's default for tcp: and ptcp: without a port
+TARGET_SYNTAX = 'expected tcp:IP[:PORT], ptcp:[PORT][:IP] or punix:PATH'
+
+
 def parse_target(target):
-    """'tcp:IP:PORT' → (ip, port); 'ptcp:PORT[:IP]' → (ip, port).
+    """An OVS connection target → (address family, address to connect or bind).
+
+    'tcp:IP[:PORT]' and 'ptcp:[PORT][:IP]' give (AF_INET, (ip, port)), the
+    port 6653 if none is given; 'punix:PATH' gives (AF_UNIX, PATH).
 
     Raises:
         ValueError: a one-line reason.
     """
     kind, _, rest = target.partition(':')
+    if kind == 'punix' and rest:
+        return socket.AF_UNIX, rest
     if kind == 'tcp':
-        host, _, port = rest.rpartition(':')
+        host, _, port = rest.partition(':')
     elif kind == 'ptcp':
         port, _, host = rest.partition(':')
         host = host or '0.0.0.0'
     else:
-        raise ValueError(f'bad OpenFlow target "{target}": expected tcp:IP:PORT or ptcp:PORT')
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'bad OpenFlow target "{target}": expected tcp:IP:PORT or ptcp:PORT')
-    return host, int(port)
+        raise ValueError(f'bad OpenFlow target "{target}": {TARGET_SYNTAX}')
+    port = port or str(DEFAULT_OFP_PORT)
+    if not _is_ipv4(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'bad OpenFlow target "{target}": {TARGET_SYNTAX}')
+    return socket.AF_INET, (host, int(port))
+
+
+def _is_ipv4(text):
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        return False
+    return True
+
+
+def is_passive(target):
+    """ptcp: and punix: targets listen; tcp: targets connect."""
+    return target.startswith('p')
 
 
 class ActiveTarget:
@@ -244,7 +270,9 @@ class ActiveTarget:
 
     def __init__(self, target, selector, on_channel, on_message, on_close):
         self.target = target
-        self.address = parse_target(target)
+        family, self.address = parse_target(target)
+        if family != socket.AF_INET or is_passive(target):
+            raise ValueError(f'bad controller "{target}": expected tcp:IP[:PORT]')
         self.selector = selector
         self.on_channel = on_channel
         self.on_message = on_message
@@ -288,45 +316,67 @@ class ActiveTarget:
         self.next_attempt = now + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
 
-    def close(self):
+    def disconnect(self):
+        """Drop the connection; it is made again after the usual backoff."""
         if self.channel is not None:
             self.channel.close()
 
+    # A target holds nothing but its connection: removing it is disconnecting
+    # (once out of the agent's list, nobody runs it to reconnect).
+    close = disconnect
+
 
 class PassiveListener:
-    """A listening socket (OVS ptcp:PORT) whose connections become channels."""
+    """A listening socket (OVS ptcp:PORT, punix:PATH) whose connections become channels.
+
+    Raises (from the constructor):
+        ValueError: not a passive target.
+        OSError: the address cannot be bound (in use, no such directory).
+    """
 
     def __init__(self, target, selector, on_channel, on_message, on_close):
         self.target = target
-        host, port = parse_target(target)
+        self.family, self.address = parse_target(target)
+        if not is_passive(target):
+            raise ValueError(f'bad listener "{target}": expected ptcp:[PORT][:IP] or punix:PATH')
         self.selector = selector
         self.on_channel = on_channel
         self.on_message = on_message
         self.on_close = on_close
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
-            self.sock.bind((host, port))
+            if self.family == socket.AF_UNIX:
+                # A socket file left by a process that died is in the way (OVS
+                # unlinks it too); a live owner's is replaced, as ovs-vswitchd does.
+                _unlink(self.address)
+            else:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(self.address)
+            self.sock.listen(16)
         except OSError:
             self.sock.close()
             raise
-        self.sock.listen(16)
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self._accept)
         self.channels = set()
+        self.n_accepted = 0
 
     def _accept(self, mask=None):
         try:
-            sock, (ip, port) = self.sock.accept()
+            sock, peer = self.sock.accept()
         except BlockingIOError:
             return
         except OSError as err:          # ECONNABORTED, EMFILE...
             log.warning('%s: accept failed: %s', self.target, err)
             return
+        self.n_accepted += 1
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = Channel(sock, f'tcp:{ip}:{port} (via {self.target})', self.selector,
-                          self.on_message, self._closed)
+        if self.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            name = f'tcp:{peer[0]}:{peer[1]} (via {self.target})'
+        else:
+            name = f'unix#{self.n_accepted} (via {self.target})'
+        channel = Channel(sock, name, self.selector, self.on_message, self._closed)
         self.channels.add(channel)
         self.on_channel(channel)
 
@@ -334,8 +384,21 @@ class PassiveListener:
         self.channels.discard(channel)
         self.on_close(channel)
 
-    def close(self):
+    def disconnect(self):
+        """Close every accepted connection; keep listening."""
         for channel in list(self.channels):
             channel.close()
+
+    def close(self):
+        self.disconnect()
         self.selector.unregister(self.sock)
         self.sock.close()
+        if self.family == socket.AF_UNIX:
+            _unlink(self.address)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -51,7 +51,7 @@ from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import flow_extract
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
-from mnovs.ofagent.connection import ActiveTarget, PassiveListener
+from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.messages import Port as PortDesc
@@ -59,9 +59,10 @@ from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.pinsched import PinSched
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
-    OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST,
-    OFPFF_SEND_FLOW_REM, OFPPC_PORT_DOWN, OFPPF_10GB_FD, OFPPF_COPPER, OFPPR_ADD,
-    OFPPR_DELETE, OFPPR_MODIFY, OFPR_NO_MATCH, OFPPS_LINK_DOWN, OFPPS_LIVE, OFPError)
+    OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
+    OFPFF_SEND_FLOW_REM, OFPG_ALL, OFPGC_DELETE, OFPPC_PORT_DOWN, OFPP_LOCAL, OFPPF_10GB_FD,
+    OFPPF_COPPER, OFPPR_ADD, OFPPR_DELETE, OFPPR_MODIFY, OFPR_NO_MATCH, OFPPS_LINK_DOWN,
+    OFPPS_LIVE, OFPTT_ALL, OFPError)
 from mnovs.ofagent.revalidator import affected_by, revalidate
 from mnovs.ofagent.table import Pipeline
 from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
@@ -239,16 +240,99 @@ class OFProto:
     # --- controllers ---------------------------------------------------------
 
     def add_controller(self, target):
-        """Connect to tcp:IP:PORT, and keep reconnecting."""
+        """Connect to tcp:IP[:PORT], and keep reconnecting.
+
+        Raises:
+            ValueError: not an active target.
+        """
         active = ActiveTarget(target, self.selector, self._on_channel,
                               self._on_message, self._on_close)
         self.targets.append(active)
         active.run(time.monotonic())
 
     def add_listener(self, target):
-        """Accept OpenFlow connections on ptcp:PORT[:IP] (ovs-ofctl, dpctl)."""
+        """Accept OpenFlow connections on ptcp:[PORT][:IP] or punix:PATH (ovs-ofctl).
+
+        Raises:
+            ValueError: not a passive target.
+            OSError: the address cannot be bound.
+        """
         self.targets.append(PassiveListener(target, self.selector, self._on_channel,
                                             self._on_message, self._on_close))
+
+    def set_controllers(self, targets):
+        """Make the connection targets exactly `targets` (OVS syntax), live.
+
+        Targets no longer wanted close with their connections; new ones
+        connect (tcp:) or listen (ptcp:, punix:); kept ones keep their
+        sessions. A target that cannot be made (bad syntax, address in use)
+        is skipped with a warning, as OVS does, and retried at the next call.
+
+        Returns:
+            {target: one-line reason} for the targets that could not be made.
+        """
+        wanted = list(dict.fromkeys(targets))
+        kept = [t for t in self.targets if t.target in wanted]
+        for target in self.targets:
+            if target not in kept:
+                log.info('%s: removing %s', self.name, target.target)
+                target.close()
+        self.targets = kept
+        have = {t.target for t in kept}
+        errors = {}
+        for target in wanted:
+            if target in have:
+                continue
+            try:
+                if is_passive(target):
+                    self.add_listener(target)
+                else:
+                    self.add_controller(target)
+            except (ValueError, OSError) as err:
+                errors[target] = getattr(err, 'strerror', None) or str(err)
+                log.warning('%s: %s: %s', self.name, target, errors[target])
+        self.check_fail_mode()
+        return errors
+
+    def set_datapath_id(self, dpid):
+        """Change the datapath id; every connection is dropped (active ones
+        reconnect), since OpenFlow cannot tell a controller that it changed
+        (OVS's ofproto_set_datapath_id does the same)."""
+        if dpid == self.dpid:
+            return
+        log.info('%s: datapath id %016x -> %016x: reconnecting', self.name, self.dpid, dpid)
+        self.dpid = dpid
+        for target in self.targets:
+            target.disconnect()
+
+    def set_fail_mode(self, fail_mode):
+        """Change the fail mode ('secure' or 'standalone'), live.
+
+        As OVS's connmgr_set_fail_mode: with no controller configured the
+        flow tables, groups and meters are flushed; then forwarding may
+        switch between NORMAL and the tables, and every megaflow is checked.
+        """
+        if fail_mode == self.fail_mode:
+            return
+        log.info('%s: fail mode %s -> %s', self.name, self.fail_mode, fail_mode)
+        self.fail_mode = fail_mode
+        if not any(isinstance(t, ActiveTarget) for t in self.targets):
+            self.flush_flows(time.monotonic())
+        self.check_fail_mode()
+        self.need_revalidate = True
+
+    def flush_flows(self, now):
+        """Delete every rule (FLOW_REMOVED as asked), group and meter."""
+        self.push_stats(now)
+        removed, _ = self.pipeline.flow_mod(
+            codec.FlowMod(command=OFPFC_DELETE, table_id=OFPTT_ALL), now)
+        self.groups.group_mod(codec.GroupMod(command=OFPGC_DELETE, group_id=OFPG_ALL),
+                              self.pipeline, now)
+        for meter_id in list(self.meter_configs):
+            del self.meter_configs[meter_id]
+            self.dp.meters.delete(meter_id)
+        self.rules_removed(removed, now)
+        self.need_revalidate = True
 
     def _on_channel(self, channel):
         channel.send(codec.encode(codec.Hello()))
@@ -613,7 +697,8 @@ class OFProto:
                              f'({len(target.channels)} connections)')
         for port_no, port in sorted(self.ports.items()):
             state = 'up' if port.up else 'down'
-            lines.append(f'    Port {port.name} (OpenFlow port {port_no}, {state}, '
+            number = 'LOCAL' if port_no == OFPP_LOCAL else port_no
+            lines.append(f'    Port {port.name} (OpenFlow port {number}, {state}, '
                          f'config 0x{port.config:x})')
         lines.append(f'    flow tables: {sum(len(t) for t in self.pipeline.tables)} rules; '
                      f'groups: {len(self.groups)}; meters: {len(self.meter_configs)}; '

@@ -57,7 +57,8 @@ Semantics (OF1.3, chapter 5):
   CONTROLLER: ('userspace', userdata), see encode_userdata (reason
   OFPR_NO_MATCH from the table-miss rule, else OFPR_ACTION; none if the
   input port has NO_PACKET_IN); TABLE: only in a packet-out, from table 0;
-  LOCAL: mnovs has no local port, so nothing is sent.
+  LOCAL: the bridge's internal port, like a physical port (its datapath
+  port number is OFPP_LOCAL too, see dp/datapath.py LOCAL_PORT).
 - An input port with NO_RECV or PORT_DOWN drops everything it receives.
 - Groups (group.py): each bucket acts on its own copy of the packet, as if
   cloned.  The datapath has no clone action, so after a bucket xlate puts
@@ -552,7 +553,7 @@ def _commit(x):
 
 def _output(x, action, rule):
     port = action[1]
-    if port <= OFPP_MAX:
+    if port <= OFPP_MAX or port == OFPP_LOCAL:
         if port == x.in_port:
             x.note('output:%d is the input port: skipped', port)
         else:

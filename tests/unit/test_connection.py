@@ -7,6 +7,7 @@ reconnect backoff, the passive listener, and the agent's inactivity probe.
 """
 
 import selectors
+import os
 import socket
 import time
 
@@ -222,12 +223,24 @@ def test_backlog_counts_the_bytes_the_kernel_has_not_taken(selector, pair):
 # --- active targets ----------------------------------------------------------------
 
 def test_parse_target():
-    assert connection.parse_target('tcp:10.0.0.1:6653') == ('10.0.0.1', 6653)
-    assert connection.parse_target('ptcp:6634') == ('0.0.0.0', 6634)
-    assert connection.parse_target('ptcp:6634:127.0.0.1') == ('127.0.0.1', 6634)
-    for bad in ('tcp:6653', 'udp:1.2.3.4:5', 'tcp:1.2.3.4:0', 'ptcp:x', 'tcp:1.2.3.4:70000'):
+    inet = socket.AF_INET
+    assert connection.parse_target('tcp:10.0.0.1:6653') == (inet, ('10.0.0.1', 6653))
+    assert connection.parse_target('tcp:10.0.0.1') == (inet, ('10.0.0.1', 6653))
+    assert connection.parse_target('ptcp:6634') == (inet, ('0.0.0.0', 6634))
+    assert connection.parse_target('ptcp:') == (inet, ('0.0.0.0', 6653))
+    assert connection.parse_target('ptcp:6634:127.0.0.1') == (inet, ('127.0.0.1', 6634))
+    assert connection.parse_target('punix:/run/x/s1.mgmt') == (socket.AF_UNIX, '/run/x/s1.mgmt')
+    for bad in ('tcp:6653', 'udp:1.2.3.4:5', 'tcp:1.2.3.4:0', 'ptcp:x', 'tcp:1.2.3.4:70000',
+                'punix:', 'unix:/x', 'tcp:host.example:6653'):
         with pytest.raises(ValueError):
             connection.parse_target(bad)
+
+
+def test_targets_of_the_wrong_direction_are_refused(selector):
+    with pytest.raises(ValueError):
+        ActiveTarget('ptcp:6653', selector, None, None, None)
+    with pytest.raises(ValueError):
+        PassiveListener('tcp:127.0.0.1:6653', selector, None, None, None)
 
 
 def active_target(selector, port, on_message=lambda ch, raw: None, closed=None):
@@ -292,6 +305,23 @@ def test_passive_listener_accepts_connections(selector):
     clients[1].close()
 
 
+def test_punix_listener_serves_and_removes_its_socket(selector, tmp_path):
+    path = str(tmp_path / 's1.mgmt')
+    open(path, 'w').close()             # a stale file from a dead process is replaced
+    opened, closed = [], []
+    listener = PassiveListener(f'punix:{path}', selector,
+                               lambda ch: (opened.append(ch), ch.send(codec.encode(Hello()))),
+                               lambda ch, raw: None, closed.append)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(path)
+    pump(selector, until=lambda: opened)
+    assert 'via punix:' in opened[0].name
+    assert recv_messages(client, 1) == [Hello()]
+    listener.close()
+    assert closed == opened and not os.path.exists(path)
+    client.close()
+
+
 # --- the inactivity probe (ofproto._probe) ---------------------------------------------
 
 @pytest.fixture
@@ -344,3 +374,34 @@ def test_probe_gives_up_on_a_peer_that_never_says_hello(agent, selector):
     peer.settimeout(1)
     assert peer.recv(100) == b''
     peer.close()
+
+
+# --- live configuration (bridge/apply) ----------------------------------------------
+
+def test_set_controllers_changes_only_what_differs(agent, selector, tmp_path):
+    channel, peer = connect_agent(agent, selector)
+    kept = agent.targets[0].target
+    mgmt_path = str(tmp_path / 's1.mgmt')
+    errors = agent.set_controllers([kept, f'punix:{mgmt_path}', 'tcp:nonsense'])
+    assert list(errors) == ['tcp:nonsense']
+    assert not channel.closed
+    assert [t.target for t in agent.targets] == [kept, f'punix:{mgmt_path}']
+    assert os.path.exists(mgmt_path)
+    agent.set_controllers([f'punix:{mgmt_path}'])
+    assert channel.closed and channel not in agent.channels
+    peer.settimeout(1)
+    assert peer.recv(1) == b''
+    agent.set_controllers([])
+    assert agent.targets == [] and not os.path.exists(mgmt_path)
+
+
+def test_a_new_datapath_id_drops_every_connection(agent, selector):
+    channel, peer = connect_agent(agent, selector)
+    agent.set_datapath_id(1)                        # unchanged: nothing happens
+    assert not channel.closed
+    agent.set_datapath_id(2)
+    assert agent.dpid == 2 and channel.closed
+    peer.settimeout(1)
+    assert peer.recv(1) == b''
+    target = agent.targets[0]
+    assert target.channel is None and target.next_attempt > 0     # it reconnects

@@ -707,3 +707,31 @@ def test_show(switch, controller):
     assert 'Bridge s1 (dpid 00000000000000ab)' in text
     assert 'Controller "tcp:127.0.0.1:6653"' in text and 'role: equal' in text
     assert 'Port ut1-eth2 (OpenFlow port 2, up' in text
+
+
+# --- live configuration (bridge/apply) ----------------------------------------------
+
+def test_fail_mode_change_without_controllers_flushes_the_tables():
+    switch = Switch('secure')
+    service = switch.connect(active=False)          # ovs-ofctl: not a controller
+    switch.flow_mod(service, match={'in_port': (1, None)}, instructions=apply(output(2)))
+    switch.receive(1, udp(1, 3))
+    assert switch.port(2).frames()
+    switch.ofproto.set_fail_mode('standalone')      # as OVS's connmgr_set_fail_mode
+    assert not any(len(table) for table in switch.ofproto.pipeline.tables)
+    switch.ofproto.run()
+    assert switch.dp.flow_dump() == []
+    switch.receive(1, udp(1, 3))                    # NORMAL: 3 is unknown, so flood
+    assert switch.port(2).frames() and switch.port(3).frames()
+
+
+def test_fail_mode_change_with_a_controller_keeps_the_tables():
+    switch = Switch('standalone')
+    controller = switch.connect()
+    switch.flow_mod(controller, match={'in_port': (1, None)}, instructions=apply(output(2)))
+    switch.ofproto.set_fail_mode('secure')
+    assert len(switch.ofproto.pipeline.tables[0]) == 1
+    controller.close()                  # secure: the tables go on forwarding, no NORMAL
+    switch.ofproto.run()
+    switch.receive(1, udp(1, 3))
+    assert switch.port(2).frames() and not switch.port(3).frames()

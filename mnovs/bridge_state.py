@@ -1,0 +1,300 @@
+"""The vswitchd's half of bridge.c: reconcile a bridge with its desired state.
+
+The bridge layer (mnovs/bridge.py) watches the database and sends each
+switch process the WHOLE desired state of its bridge as one JSON document
+(`bridge/apply`, see /work/notes/bridge_contract.md):
+
+    {"datapath_id": "0000000000000001" | null, "fail_mode": "secure",
+     "protocols": ["OpenFlow13"], "controllers": ["tcp:127.0.0.1:6653"],
+     "controller_rate_limit": null, "controller_burst_limit": null,
+     "ports": [{"name": "s1", "type": "internal", "ofport_request": null}, ...]}
+
+This module turns it into changes of the running switch, live, as
+bridge_reconfigure() does: parse_desired() checks the document (a bad one
+is a command error and changes nothing); plan_ports() says, as a pure
+function of what runs and what is wanted, which ports to delete and which
+to add with which number; BridgeState.apply() carries it out through the
+vswitchd's public methods (add_port, del_port, set_datapath_id,
+set_fail_mode, set_controllers) and keeps what could not be done:
+
+- A port whose interface cannot be opened is not a command error. Its
+  error, in OVS's words ("could not open network device X (No such
+  device)"), is reported by `bridge/status` for the Interface `error`
+  column. It is tried again at every apply, and when an interface of that
+  name appears (port_may_exist), as ovs-vswitchd's if-notifier does.
+- ofport_request: a port on another number is deleted and added again
+  with the requested one (PORT_STATUS DELETE, then ADD), as OVS does; a
+  port that holds a number another port requests, without requesting it
+  itself, moves to a free number. Of two requests for one number the first
+  wins; the other port gets a free number.
+- The port named like the bridge is the LOCAL port (OpenFlow OFPP_LOCAL,
+  datapath LOCAL_PORT, the same number); its ofport_request is ignored.
+  bridge/status gives its ofport as 65534, as OVS writes it in the database.
+
+Cost: an apply is O(ports); status reads a few sysfs files per port.
+"""
+
+import json
+import logging
+import os
+from collections import namedtuple
+
+from mnovs.dp.datapath import LOCAL_PORT
+from mnovs.dp.tap import TapPort
+from mnovs.ofagent.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
+
+log = logging.getLogger(__name__)
+
+FAIL_MODES = ('secure', 'standalone')
+PORT_TYPES = ('', 'internal')
+MAX_OFPORT = 0xfeff                     # OpenFlow 1.0's OFPP_MAX: what ofport_request allows
+LOCAL_OFPORT_DB = 65534                 # LOCAL as OVS writes Interface.ofport
+DB_ROLES = {OFPCR_ROLE_EQUAL: 'other', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
+
+Desired = namedtuple('Desired', 'datapath_id fail_mode protocols controllers '
+                                'controller_rate_limit controller_burst_limit ports')
+PortSpec = namedtuple('PortSpec', 'name type ofport_request')
+
+
+# --- the document ------------------------------------------------------------
+
+def parse_desired(text):
+    """Check a bridge/apply document and return it as a Desired.
+
+    Raises:
+        ValueError: a one-line reason; nothing is to be applied.
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f'bridge/apply: not JSON: {err}') from None
+    if not isinstance(doc, dict):
+        raise ValueError('bridge/apply: expected a JSON object')
+    dpid = doc.get('datapath_id')
+    if dpid is not None:
+        if not (isinstance(dpid, str) and len(dpid) == 16 and _is_hex(dpid)):
+            raise ValueError(f'bridge/apply: datapath_id {dpid!r}: expected 16 hex digits')
+        dpid = int(dpid, 16)
+    fail_mode = doc.get('fail_mode') or 'standalone'    # OVS's default when unset
+    if fail_mode not in FAIL_MODES:
+        raise ValueError(f'bridge/apply: fail_mode {fail_mode!r}: expected secure or standalone')
+    protocols = _strings(doc, 'protocols')
+    controllers = _strings(doc, 'controllers')
+    limits = [doc.get(key) for key in ('controller_rate_limit', 'controller_burst_limit')]
+    for key, value in zip(('controller_rate_limit', 'controller_burst_limit'), limits):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ValueError(f'bridge/apply: {key} {value!r}: expected a count or null')
+    ports = doc.get('ports', [])
+    if not isinstance(ports, list):
+        raise ValueError('bridge/apply: ports: expected a list')
+    specs = [_port_spec(port) for port in ports]
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError('bridge/apply: ports: a name appears twice')
+    return Desired(dpid, fail_mode, protocols, controllers, *limits, specs)
+
+
+def _is_hex(text):
+    return all(c in '0123456789abcdefABCDEF' for c in text)
+
+
+def _strings(doc, key):
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'bridge/apply: {key}: expected a list of strings')
+    return value
+
+
+def _port_spec(port):
+    if not isinstance(port, dict) or not isinstance(port.get('name'), str) or not port['name']:
+        raise ValueError(f'bridge/apply: port {port!r}: expected {{"name": ..., ...}}')
+    kind = port.get('type') or ''
+    if kind not in PORT_TYPES:
+        raise ValueError(f'bridge/apply: port {port["name"]}: unsupported type "{kind}"')
+    request = port.get('ofport_request')
+    if request is not None and (type(request) is not int or not 0 < request <= MAX_OFPORT):
+        raise ValueError(f'bridge/apply: port {port["name"]}: ofport_request {request!r}: '
+                         f'expected 1..{MAX_OFPORT}')
+    return PortSpec(port['name'], kind, request)
+
+
+# --- what to do ----------------------------------------------------------------
+
+def plan_ports(current, wanted, bridge):
+    """Which ports to delete, and which to add on which number.
+
+    Args:
+        current: {name: (type, port_no)} of the ports that run.
+        wanted: [PortSpec] in the document's order.
+        bridge: the bridge name (its port is LOCAL).
+    Returns:
+        (deletes, adds): names to delete, then [(PortSpec, port_no or None)]
+        to add in that order (None: the datapath picks a free number).
+        Ports with a requested number come before the others, so that no
+        free pick takes a number that is asked for.
+    """
+    numbers = {}                                        # name -> number it should have
+    owners = {}                                         # requested number -> name
+    for spec in wanted:
+        if spec.name == bridge:
+            numbers[spec.name] = LOCAL_PORT
+        elif spec.ofport_request is not None and spec.ofport_request not in owners:
+            owners[spec.ofport_request] = spec.name
+            numbers[spec.name] = spec.ofport_request
+    deletes = []
+    for name, (kind, port_no) in current.items():
+        spec = next((s for s in wanted if s.name == name), None)
+        if (spec is None or spec.type != kind
+                or name in numbers and numbers[name] != port_no
+                or owners.get(port_no, name) != name):
+            deletes.append(name)
+    staying = {name: current[name][1] for name in current if name not in deletes}
+    adds = [(spec, numbers.get(spec.name)) for spec in wanted if spec.name not in staying]
+    adds.sort(key=lambda add: add[1] is None)
+    return deletes, adds
+
+
+# --- the running bridge ---------------------------------------------------------
+
+class BridgeState:
+    """What a vswitchd was asked to be, and what it could not do.
+
+    Args:
+        switch: the VSwitchd (name, dp, ofproto, mgmt_target, add_port,
+            del_port, set_datapath_id, set_fail_mode, set_controllers,
+            set_controller_limits).
+    """
+
+    def __init__(self, switch):
+        self.switch = switch
+        self.wanted = None                  # [PortSpec] of the last apply; None: CLI config
+        self.port_errors = {}               # name -> OVS's error text
+        self.controller_errors = {}         # target -> reason
+
+    def apply(self, text):
+        """bridge/apply: make the switch what the document says.
+
+        Raises:
+            ValueError: a bad document (nothing changed).
+        """
+        desired = parse_desired(text)
+        switch = self.switch
+        self.wanted = desired.ports
+        self._reconcile_ports()
+        if desired.datapath_id is not None:
+            switch.set_datapath_id(desired.datapath_id)
+        switch.set_fail_mode(desired.fail_mode)
+        self.controller_errors = switch.set_controllers(desired.controllers)
+        switch.set_controller_limits(desired.controller_rate_limit,
+                                     desired.controller_burst_limit)
+        return ''
+
+    def _reconcile_ports(self):
+        switch = self.switch
+        current = {port.name: (port_type(port), port.port_no)
+                   for port in switch.dp.ports.values()}
+        deletes, adds = plan_ports(current, self.wanted, switch.name)
+        for name in deletes:
+            switch.del_port(name)
+        self.port_errors = {}
+        for spec, port_no in adds:
+            self._add(spec, port_no)
+
+    def _add(self, spec, port_no):
+        try:
+            self.switch.add_port(spec.name, port_no, spec.type)
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            self.port_errors[spec.name] = f'could not open network device {spec.name} ({reason})'
+        except ValueError:
+            # The number is taken after all (a port added by dpctl/add-if):
+            # as OVS's ofproto_port_add, take a free one instead.
+            try:
+                self.switch.add_port(spec.name, None, spec.type)
+            except (OSError, ValueError) as err:
+                self.port_errors[spec.name] = (f'could not add network device {spec.name} '
+                                               f'to ofproto ({err})')
+        if spec.name in self.port_errors:
+            log.warning('%s: %s', self.switch.name, self.port_errors[spec.name])
+
+    def port_vanished(self, name):
+        """The interface of a wanted port went away: say so in its error."""
+        if self.wanted is not None and any(s.name == name for s in self.wanted):
+            self.port_errors[name] = f'could not open network device {name} (No such device)'
+
+    def port_may_exist(self, name):
+        """An interface appeared: a wanted port that failed for want of it is retried."""
+        if name in self.port_errors and self.switch.dp.port_by_name(name) is None:
+            self._reconcile_ports()
+
+    def status(self):
+        """bridge/status: the JSON text the bridge layer writes into the database."""
+        switch = self.switch
+        ports = {}
+        for port in switch.dp.ports.values():
+            ports[port.name] = port_status(port)
+        for name, error in self.port_errors.items():
+            if name not in ports:
+                ports[name] = {'ofport': -1, 'error': error}
+        ofproto = switch.ofproto
+        return json.dumps({'datapath_id': f'{ofproto.dpid:016x}', 'ports': ports,
+                           'controllers': controller_status(ofproto, self.controller_errors,
+                                                            switch.mgmt_target)},
+                          sort_keys=True)
+
+
+def port_type(port):
+    return 'internal' if isinstance(port, TapPort) else ''
+
+
+def port_status(port):
+    """The Interface columns of one running port, as ovs-vswitchd fills them."""
+    name = port.name
+    flags = _sysfs_int(name, 'flags', 16)
+    admin_up = bool(flags & 1) if flags is not None else False
+    carrier = _sysfs_int(name, 'carrier', 10) if admin_up else 0
+    return {
+        'ofport': LOCAL_OFPORT_DB if port.port_no == LOCAL_PORT else port.port_no,
+        'ifindex': _sysfs_int(name, 'ifindex', 10) or 0,
+        'mac_in_use': _sysfs(name, 'address') or '00:00:00:00:00:00',
+        'admin_state': 'up' if admin_up else 'down',
+        'link_state': 'up' if admin_up and carrier else 'down',
+        'error': None,
+        'statistics': {
+            'rx_packets': port.rx_packets, 'rx_bytes': port.rx_bytes,
+            'rx_dropped': port.rx_dropped, 'rx_errors': port.rx_errors,
+            'tx_packets': port.tx_packets, 'tx_bytes': port.tx_bytes,
+            'tx_dropped': port.tx_dropped},
+    }
+
+
+def controller_status(ofproto, errors, mgmt_target):
+    """The Controller columns: is_connected and role per target (not the mgmt socket)."""
+    out = {}
+    for target in ofproto.targets:
+        if target.target == mgmt_target:
+            continue
+        channels = ([target.channel] if hasattr(target, 'channel') else
+                    list(target.channels))
+        live = [c for c in channels if c is not None and c in ofproto.channels]
+        out[target.target] = {'is_connected': bool(live),
+                              'role': DB_ROLES.get(live[0].role) if live else None}
+    for target, error in errors.items():
+        out[target] = {'is_connected': False, 'role': None, 'error': error}
+    return out
+
+
+def _sysfs(name, attr):
+    try:
+        with open(f'/sys/class/net/{name}/{attr}') as f:
+            return f.read().strip()
+    except OSError:             # gone, or carrier of a down link (EINVAL)
+        return None
+
+
+def _sysfs_int(name, attr, base):
+    text = _sysfs(name, attr)
+    try:
+        return int(text, base) if text is not None else None
+    except ValueError:
+        return None

@@ -294,9 +294,9 @@ class Datapath:
     # --- packets -----------------------------------------------------------
 
     def port_input(self, port):
-        """Handle up to RX_BATCH frames waiting in `port`'s ring (dp_netdev_input)."""
+        """Handle up to RX_BATCH frames waiting at `port` (dp_netdev_input)."""
         if port.ring is None:
-            # h-config: a TAP port (tap.py) has no ring; reconcile with issue 7's receive path.
+            # A TAP port (tap.py) has no ring: its frames are read one by one.
             now = time.monotonic()
             emc_get = self.emc.table.get
             for packet in port.recv_batch(RX_BATCH):

@@ -50,8 +50,12 @@ from mnovs.ofagent.match import compile_match
 from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, multipart_reply_body
 from mnovs.ofagent.table import check_actions
 from mnovs.ofagent.xlate import credit_stats, xlate_packet_out
+from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+# A peer can send these as fast as it likes: log them rate-limited.
+HANDLER_BUGS = RateLimitedLog(log)
+PEER_ERRORS = RateLimitedLog(log)
 
 SWITCH_CAPABILITIES = (OFPC_FLOW_STATS | OFPC_TABLE_STATS | OFPC_PORT_STATS | OFPC_GROUP_STATS
                        | OFPC_QUEUE_STATS)
@@ -77,8 +81,8 @@ def handle_message(ofproto, channel, raw):
     except OFPError as err:
         _send_error(channel, err, xid, raw)
     except Exception:               # a bug must not take the switch down
-        log.exception('%s: handling message type %d from %s failed', ofproto.name, raw[1],
-                      channel.name)
+        HANDLER_BUGS.exception('%s: handling message type %d from %s failed', ofproto.name,
+                               raw[1], channel.name)
         _send_error(channel, OFPError(OFPET_BAD_REQUEST, OFPBRC_EPERM), xid, raw)
     else:
         if out:
@@ -129,8 +133,8 @@ def on_echo_reply(ofproto, channel, msg, now):
 
 
 def on_error(ofproto, channel, msg, now):
-    log.info('%s: %s reports error type %d code %d (xid %d)', ofproto.name, channel.name,
-             msg.type, msg.code, msg.xid)
+    PEER_ERRORS.info('%s: %s reports error type %d code %d (xid %d)', ofproto.name,
+                     channel.name, msg.type, msg.code, msg.xid)
     return []
 
 

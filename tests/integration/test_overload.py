@@ -213,6 +213,7 @@ def assert_survived(net, switch, pid, idle_client):
     """After the soak: same vswitchd, every port forwards, control answers, drops named."""
     assert switch.proc.poll() is None and switch.pid_vswitchd == pid, 'vswitchd restarted or died'
     show = switch.dpctl('dpctl/show')     # answered while the idle client holds its connection
+    print(f'{switch.name} after the soak:\n{show}')     # the counters, for `pytest -s`
     assert 'lookups:' in show, show
     assert still_connected(idle_client), 'the control socket dropped the idle client'
     # A second try only forgives ARP entries that went stale during the floods.

@@ -99,6 +99,16 @@ def positive(kind):
     return convert
 
 
+def at_least(minimum):
+    """An int option with OVS's schema minimum (controller_rate_limit: 100...)."""
+    def convert(text):
+        value = positive(int)(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'"{text}" is below the minimum, {minimum}')
+        return value
+    return convert
+
+
 def build_parser():
     p = OneLineParser(prog='mnovs-vswitchd', description='An mnovs switch process.')
     p.add_argument('--name', required=True, help='switch name, e.g. s1')
@@ -129,10 +139,10 @@ def build_parser():
                    help='MAC learning aging time (default 300, as OVS)')
     p.add_argument('--mac-table-size', type=positive(int), default=8192,
                    help='most learned MACs (default 8192)')
-    p.add_argument('--controller-rate-limit', type=positive(int), default=None,
+    p.add_argument('--controller-rate-limit', type=at_least(100), default=None,
                    metavar='PPS', help="packet-ins per second per controller (OVS's "
                                        'controller_rate_limit; default: no limit)')
-    p.add_argument('--controller-burst-limit', type=positive(int), default=None,
+    p.add_argument('--controller-burst-limit', type=at_least(25), default=None,
                    metavar='N', help='packet-ins sent or queued in a burst (default: rate/4)')
     p.add_argument('--upcall-queue-len', type=positive(int), default=UPCALL_QUEUE_LEN,
                    help=f'upcalls waiting per port before they are lost '
@@ -380,13 +390,15 @@ class VSwitchd:
     # --- loop --------------------------------------------------------------
 
     def run(self):
-        """The poll loop: events, then a batch of upcalls, then timers.
+        """The poll loop: events, then the agent, then a batch of upcalls, then timers.
 
         Every turn drains the ready rings (hits are handled there and then),
-        handles at most one batch of queued upcalls, and never sleeps while
-        upcalls wait. Work that grows with the number of megaflows
-        (revalidation, stats) runs once per turn at most, after the turn's
-        OpenFlow messages, or on the housekeeping tick.
+        lets the agent revalidate what the turn's OpenFlow messages changed
+        (before upcalls use the megaflows), handles at most one batch of
+        queued upcalls, and never sleeps while upcalls or messages wait.
+        Revalidation walks the megaflows once per turn at most (OFProto.run);
+        statistics are pushed on the housekeeping tick and before a reply or
+        a change that needs them, and only if packets arrived since.
         """
         now = time.monotonic()
         next_tick = now + HOUSEKEEPING_INTERVAL
@@ -408,10 +420,10 @@ class VSwitchd:
                 # socket (a port deleted by a netlink event): skip it.
                 if registered.get(key.fd) is key:
                     key.data(events)
-            if dp.n_queued:
-                dp.handle_upcalls()
             now = time.monotonic()
             self.ofproto.run(now)
+            if dp.n_queued:
+                dp.handle_upcalls()
             if now >= next_ring_check:
                 dp.check_rings(now)
                 next_ring_check = now + RING_CHECK_INTERVAL
@@ -422,7 +434,7 @@ class VSwitchd:
                 self.ofproto.run_periodic(now)
                 self.dp.run_periodic(now)
                 self.normal.run_periodic(now)
-                self.ofproto.run()
+                self.ofproto.run(now)       # what expiry and aging changed, this turn
                 next_tick = now + HOUSEKEEPING_INTERVAL
 
     def close(self):

@@ -25,11 +25,14 @@ burst of new flows now costs one copy per packet at the ring, and the slow
 path works through the queues at its own pace. Each queue is bounded
 (`upcall_queue_len`); an upcall that finds its queue full is dropped and
 counted as `lost` (as OVS counts a full netlink socket) and under the drop
-reason `upcall-queue-full`. Queues are per input port and served in turn, so
-a flood of new flows on one port cannot starve another port's upcalls; hits
-never wait for upcalls at all. Packets of a flow stay in order: they all
-queue behind the first miss, and when their turn comes the megaflow the
-first one installed handles them.
+reason `upcall-queue-full`; so is one that would take the bytes held by all
+queues past `UPCALL_QUEUE_BYTES`. Queues are per input port and served in
+turn, so a flood of new flows on one port cannot starve another port's
+upcalls; hits never wait for upcalls at all. Packets of a new flow queue
+behind its first miss, and when their turn comes the megaflow that the
+first one installed handles them; but once that megaflow is in, the flow's
+next frames take the hit path at once and may overtake those still
+queued, as with OVS's kernel datapath and its upcall sockets.
 
 The datapath knows nothing of OpenFlow or MAC learning: the slow path is
 three callbacks given to the constructor. Its interface to the slow path is
@@ -77,6 +80,7 @@ RX_BATCH = 64            # frames read from one port before looking at others
 RING_STALL_GRACE = 0.002 # seconds to wait for a slot filled out of order
 UPCALL_BATCH = 64        # upcalls handled per turn of the poll loop (OVS: UPCALL_MAX_BATCH)
 UPCALL_QUEUE_LEN = 4096  # upcalls waiting per input port before they are lost
+UPCALL_QUEUE_BYTES = 64 << 20       # bytes all upcall queues hold at most (GSO frames are big)
 POLL_EVERY = 8           # upcalls handled between two looks at the rings (poll_rings)
 MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
@@ -124,6 +128,7 @@ class Datapath:
         self.upcall_queue_len = upcall_queue_len
         self.upcall_queues = {}             # in_port -> deque of (kind, packet, key/userdata)
         self.n_queued = 0                   # upcalls in all queues
+        self.queued_bytes = 0               # their packets' bytes
         self.n_handled = 0                  # upcalls handled
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
@@ -174,6 +179,7 @@ class Datapath:
         queue = self.upcall_queues.pop(port_no, ())
         if queue:
             self.n_queued -= len(queue)
+            self.queued_bytes -= sum(len(entry[1]) for entry in queue)
             self.count_drop('port-deleted', len(queue))
         self.flow_del_if(lambda flow: flow_uses_port(flow, port_no))
         return port
@@ -286,10 +292,14 @@ class Datapath:
         try:
             port.reset_ring()
         except OSError as err:
-            log.error('%s: port %d: ring reset failed: %s', self.name, port.port_no, err)
-            self.count_drop('rx-ring-reset-failed', 1)
+            log.error('%s: port %d: no new ring (%s): reading the socket frame by frame',
+                      self.name, port.port_no, err)
+            self._count_recovery('rx-ring-lost')
             return
-        self.recoveries['rx-ring-reset'] = self.recoveries.get('rx-ring-reset', 0) + 1
+        self._count_recovery('rx-ring-reset')
+
+    def _count_recovery(self, reason):
+        self.recoveries[reason] = self.recoveries.get(reason, 0) + 1
 
     # --- packets -----------------------------------------------------------
 
@@ -431,16 +441,24 @@ class Datapath:
     # --- upcalls ------------------------------------------------------------
 
     def _queue_upcall(self, in_port, kind, packet, arg):
-        """Queue a packet (copied: it may be a ring view) for the slow path."""
+        """Queue a packet (copied: it may be a ring view) for the slow path.
+
+        A queue exists only while it holds upcalls (a packet-out may name
+        any in_port: empty queues must not pile up).
+        """
         queue = self.upcall_queues.get(in_port)
         if queue is None:
             queue = self.upcall_queues[in_port] = deque()
-        if len(queue) >= self.upcall_queue_len:
+        if (len(queue) >= self.upcall_queue_len
+                or self.queued_bytes + len(packet) > UPCALL_QUEUE_BYTES):
             self.n_lost += 1
             self.count_drop('upcall-queue-full', 1)
+            if not queue:
+                del self.upcall_queues[in_port]
             return
         queue.append((kind, bytes(packet), arg))
         self.n_queued += 1
+        self.queued_bytes += len(packet)
 
     def handle_upcalls(self, budget=UPCALL_BATCH):
         """Handle up to `budget` queued upcalls, one per input port in turn.
@@ -452,14 +470,19 @@ class Datapath:
         now = time.monotonic()
         while self.n_queued and handled < budget:
             for in_port, queue in list(self.upcall_queues.items()):
-                if not queue:
+                if not queue:               # emptied since the list was made (del_port)
                     continue
                 kind, packet, arg = queue.popleft()
+                if not queue:
+                    # Served last; a new upcall puts the port at the end of the turn.
+                    del self.upcall_queues[in_port]
                 self.n_queued -= 1
+                self.queued_bytes -= len(packet)
+                self.n_handled += 1
                 handled += 1
-                if not handled % POLL_EVERY:
-                    self.poll_rings()
                 try:
+                    if not handled % POLL_EVERY:
+                        self.poll_rings()
                     if kind is MISS:
                         self.handle_miss(packet, arg, now)
                     else:
@@ -471,7 +494,6 @@ class Datapath:
                                                  self.name, kind, err)
                 if handled >= budget:
                     break
-        self.n_handled += handled
         return handled
 
     def handle_miss(self, packet, key, now):

@@ -79,7 +79,6 @@ RESERVE = 16                             # headroom to re-insert a VLAN tag
 VLAN_TAG = struct.Struct('!HH')
 
 
-
 class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
@@ -117,22 +116,50 @@ class Port:
     def reset_ring(self):
         """Free the receive ring and make a new one, on the same socket.
 
-        This is the cure for a wedged ring (see ring_wedged). The kernel
-        keeps, beside the slots, a bitmap of slots it is filling
+        This is the cure for a wedged ring (see "Wedged rings" above). The
+        kernel keeps, beside the slots, a bitmap of slots it is filling
         (rx_owner_map); only freeing the ring clears it. The socket, its
         options, its binding and its place in the poll set stay as they are.
         Frames in the old ring that were not read are lost (the caller has
         just seen that there are none).
 
+        If the kernel cannot make the new ring (memory), the port goes on
+        without one: `ring` is None and frames are read from the socket
+        itself (recv_batch), one system call each, from then on.
+
         Raises:
-            OSError: the kernel refused (the port is then unusable).
+            OSError: the new ring could not be made.
         """
         self.ring_view.release()
         self.ring.close()
+        self.ring = self.ring_view = None
         self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(0, 0, 0, 0))
         self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(
             RING_FRAME_SIZE, self.ring_slots, RING_FRAME_SIZE, self.ring_slots))
-        self._map_ring()
+        try:
+            self._map_ring()
+        except OSError:
+            self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, TPACKET_REQ.pack(0, 0, 0, 0))
+            raise
+
+    def recv_batch(self, max_n):
+        """Read up to max_n frames (vnet header + frame) from a port without a ring.
+
+        Only a port whose ring could not be remade reads this way. The
+        kernel strips a VLAN tag into ancillary data that this path does not
+        read, so tagged frames arrive untagged: a degraded mode, counted in
+        dpctl/show as the recovery `rx-ring-lost`.
+        """
+        frames = []
+        for _ in range(max_n):
+            try:
+                frames.append(self.sock.recv(RING_FRAME_SIZE))
+            except BlockingIOError:
+                break
+            except OSError:
+                self.rx_errors += 1
+                break
+        return frames
 
     def clear_error(self):
         """Read (and so clear) a pending socket error; count it."""
@@ -145,8 +172,9 @@ class Port:
         return TPACKET_STATS.unpack(stats)[1]
 
     def close(self):
-        self.ring_view.release()
-        self.ring.close()
+        if self.ring is not None:
+            self.ring_view.release()
+            self.ring.close()
         self.sock.close()
 
     def send(self, packet):

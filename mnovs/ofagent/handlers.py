@@ -17,9 +17,10 @@ closes the connection. A channel in the SLAVE role may not change state
 (IS_SLAVE): no flow, group, meter, port or table mod, no PACKET_OUT, no
 TABLE_FEATURES request with a body.
 
-Counters: a flow_mod, group_mod or meter deletion first pushes datapath
-statistics (ofproto.push_stats), so that a rule or group replaced, reset or
-removed gets its packets before it changes (FLOW_REMOVED counts them).
+Counters: a flow_mod that changes, replaces or deletes rules, a group_mod or
+a meter deletion first pushes datapath statistics (ofproto.push_stats), so
+that a rule or group replaced, reset or removed gets its packets before it
+changes (FLOW_REMOVED counts them).
 """
 
 import logging
@@ -196,7 +197,11 @@ def on_set_async(ofproto, channel, msg, now):
 # --- state changes -------------------------------------------------------------
 
 def on_flow_mod(ofproto, channel, msg, now):
-    ofproto.push_stats(now)
+    if msg.command != OFPFC_ADD or ofproto.pipeline.replaces(msg):
+        # A rule is about to change or go: it must hold its packets first.
+        # Adding a new rule moves no counts, and a reactive controller adds
+        # one per new flow: walking every megaflow for it would not scale.
+        ofproto.push_stats(now)
     removed, changed = ofproto.pipeline.flow_mod(msg, now)
     if removed:
         ofproto.rules_removed(removed, now)

@@ -24,12 +24,15 @@ deltas are added to the rules and group buckets of its translation, and the
 rules' last-used time moves with the megaflow's. Idle timeouts therefore
 count packets that never left the datapath.
 
-Changes flow down (revalidate): a flow_mod, group_mod, meter_mod, port change
-or controller change sets `need_revalidate`; after the current batch of
-events every megaflow is translated again from its own key and deleted if
-its actions, mask, or the rules it credits changed. BARRIER waits for this.
-MAC learning changes revalidate through NormalSwitch, which calls back
-`is_stale` here.
+Changes flow down (revalidate): a megaflow is translated again from its own
+key and deleted if its actions, mask, or the rules it credits changed. A
+group_mod, meter_mod, flow MODIFY, port change or controller change sets
+`need_revalidate`, and every megaflow is revalidated after the current turn
+of the loop. An added rule revalidates only the megaflows it overlaps, a
+deleted or expired one only those that hit it (revalidator.affected_by);
+additions wait up to ADD_BATCH_DELAY to be done together. BARRIER waits for
+all of it (sync). MAC learning changes revalidate through NormalSwitch,
+which calls back `is_stale` here.
 
 Fail modes, as OVS: while no controller connection is up, `standalone`
 forwards with NORMAL (mnovs.ofagent.normal) and `secure` keeps its flows and
@@ -71,7 +74,7 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 5.0          # seconds of silence before an echo request (OVS's default)
 N_BUFFERS = 256
-ADD_BATCH_DELAY = 0.05        # seconds rule additions may wait to be revalidated together
+ADD_BATCH_DELAY = 0.01        # seconds rule additions may wait to be revalidated together
 PACKET_IN_QUEUE_SIZE = 100    # packet-ins a connection may have waiting (OVS's controller_queue_size)
 BUFFER_LIFETIME = 5.0         # seconds a buffered packet waits for its packet-out
 PORT_SPEED_KBPS = 10_000_000  # veths have no speed; report 10 Gbit/s like OVS does
@@ -466,6 +469,8 @@ class OFProto:
         A controller that does not keep up loses packet-ins, counted, rather
         than having replies queue behind a flood or being disconnected.
         """
+        if channel.closed:
+            return
         if channel.backlog() >= PACKET_IN_QUEUE_SIZE * len(msg):
             self.n_packet_in_overflow += 1
             return
@@ -492,14 +497,15 @@ class OFProto:
 
     def set_controller_limits(self, rate_limit, burst_limit=None):
         """Change the packet-in rate limit of every controller connection, live."""
+        if (rate_limit, burst_limit) == self.pin_limits:
+            return
         self.pin_limits = (rate_limit, burst_limit)
-        now = time.monotonic()
         for channel in list(self.channels):
             if self.is_controller(channel):
                 for sched in channel.pinsched:
                     for msg in sched.set_limits(rate_limit, burst_limit):
                         self._send_packet_in(channel, msg)
-                self.run_packet_ins(now)
+        self.run_packet_ins(time.monotonic())
 
     def flow_deleted(self, flow):
         self._push(flow, flow.ukey)
@@ -592,7 +598,7 @@ class OFProto:
                 or self.rules_added and now - self.rules_added_at >= ADD_BATCH_DELAY):
             self.sync()
         if self.channels:
-            self.run_packet_ins(time.monotonic() if now is None else now)
+            self.run_packet_ins(now)
 
     def run_periodic(self, now):
         """Once a second: stats, timeouts, connections, buffers."""
@@ -600,7 +606,7 @@ class OFProto:
         removed = self.pipeline.expire(now)
         if removed:
             self.rules_removed(removed, now)
-            self.need_revalidate = True
+            self.rules_deleted(rule for rule, _ in removed)
         for target in self.targets:
             if isinstance(target, ActiveTarget):
                 target.run(now)

@@ -281,6 +281,17 @@ class Pipeline:
             return [(rule, OFPRR_DELETE) for rule in removed], bool(removed)
         raise OFPError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_COMMAND)
 
+    def replaces(self, fm):
+        """True if FlowMod `fm`, an ADD, would replace a rule (same table, match, priority).
+
+        Raises:
+            OFPError: the match is invalid (as flow_mod would).
+        """
+        if fm.table_id >= len(self.tables):
+            return False                # flow_mod answers BAD_TABLE_ID
+        key = compile_match(fm.match) + (fm.priority,)
+        return key in self.tables[fm.table_id].rules
+
     def _add(self, fm, now):
         if fm.table_id >= len(self.tables):
             raise OFPError(OFPET_FLOW_MOD_FAILED, OFPFMFC_BAD_TABLE_ID)

@@ -120,6 +120,28 @@ def test_userspace_action_is_queued_with_its_input_port():
     assert got == [(b'cookie', 3)]
 
 
+def test_upcall_queues_exist_only_while_they_hold_upcalls():
+    # A controller's packet-outs may name any in_port: no empty queue stays.
+    got = []
+    dp = Datapath('t', upcall=None,
+                  userspace=lambda packet, userdata, in_port: got.append(in_port))
+    for in_port in range(1, 1001):
+        dp.execute(memoryview(bytes(70)), (('userspace', b'c'),), in_port=in_port)
+    assert len(dp.upcall_queues) == 1000
+    while dp.handle_upcalls():
+        pass
+    assert len(got) == 1000 and dp.upcall_queues == {} and dp.queued_bytes == 0
+
+
+def test_upcall_queues_are_bounded_in_bytes_too(monkeypatch):
+    monkeypatch.setattr('mnovs.dp.datapath.UPCALL_QUEUE_BYTES', 3 * 65546)
+    dp = Datapath('t', upcall=lambda packet, k: ((), None, None))
+    dp.ports[1] = fake_port(1)
+    for n in range(5):                          # 64 KB GSO frames
+        receive(dp, dp.ports[1], bytes(10) + n.to_bytes(6, 'big') + bytes(65530))
+    assert dp.n_queued == 3 and dp.stats()['drops']['upcall-queue-full'] == 2
+
+
 def test_deleting_a_port_drops_its_queued_upcalls():
     dp = Datapath('t', upcall=None)
     dp.ports[1] = fake_port(1)

@@ -12,6 +12,7 @@ drops by reason, malformed frames by reason) is added in the same style.
 
 import time
 
+from mnovs.dp.datapath import ring_fill
 from mnovs.dp.odp_util import format_actions, format_megaflow, format_tcp_flags
 
 
@@ -41,6 +42,9 @@ def show(dp):
                      f'dropped:{port.rx_dropped}  TX packets:{port.tx_packets} '
                      f'dropped:{port.tx_dropped}')
         lines.append(f'    RX bytes:{port.rx_bytes}  TX bytes:{port.tx_bytes}')
+        if port.ring is not None:
+            lines.append(f'    ring: slots:{port.ring_slots} reader at:{port.rx_slot} '
+                         f'full:{ring_fill(port)}')
     return '\n'.join(lines)
 
 

@@ -77,7 +77,7 @@ from mnovs.vlog import RateLimitedLog
 log = logging.getLogger(__name__)
 
 RX_BATCH = 64            # frames read from one port before looking at others
-RING_STALL_GRACE = 0.002 # seconds to wait for a slot filled out of order
+RING_STALL_GRACE = 0.5   # seconds before skipping a slot the kernel left empty (see _skip_abandoned_slot)
 UPCALL_BATCH = 64        # upcalls handled per turn of the poll loop (OVS: UPCALL_MAX_BATCH)
 UPCALL_QUEUE_LEN = 4096  # upcalls waiting per input port before they are lost
 UPCALL_QUEUE_BYTES = 64 << 20       # bytes all upcall queues hold at most (GSO frames are big)
@@ -263,27 +263,37 @@ class Datapath:
     def check_rings(self, now):
         """Count the frames the kernel dropped at each ring; unstick stuck readers.
 
-        Two ways a reader can stop for good, each cured here: it waits at a
-        slot the kernel gave up while later slots are full (_rescue_ring
-        skips it), or the kernel wedged the ring (every slot free, frames
-        dropped, none received: _reset_ring). Cheap (a status word, one
-        getsockopt and, only when there were drops, a look at the slots),
-        so the poll loop runs it several times a second: a stuck port is out
-        of service until it runs.
+        A port that received nothing since the last look may be stuck, in
+        one of three ways, each cured here and counted in `recoveries`:
+        - a frame waits at the reader's slot but no wake-up came (the
+          socket is readable only while the slot before the kernel's head is
+          full, which a reader out of step with the head does not see):
+          read it (rx-missed-wakeup);
+        - the kernel wedged the ring (every slot free, frames dropped):
+          _reset_ring (rx-ring-reset);
+        - the reader waits at a slot the kernel gave up while later slots
+          are full: _rescue_ring skips it (rx-slot-abandoned, a drop).
+        Cheap (a status word, one getsockopt and, only when there were
+        drops, a look at the slots), so the poll loop runs it several times
+        a second: a stuck port is out of service until it runs.
         """
         for port in list(self.ports.values()):
             if port.ring is None:
                 continue
-            self._rescue_ring(port, now)
             drops = port.kernel_drops()
-            received = port.rx_packets != port.rx_checked
+            if drops:
+                port.rx_dropped += drops
+                self.count_drop('rx-ring', drops)    # ring full, or wedged (below)
+            if port.rx_packets == port.rx_checked:
+                if STATUS.unpack_from(port.ring_view,
+                                      port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+                    self._count_recovery('rx-missed-wakeup')
+                    self.port_input(port)
+                elif drops and ring_empty(port):
+                    self._reset_ring(port)
+                else:
+                    self._rescue_ring(port, now)
             port.rx_checked = port.rx_packets
-            if not drops:
-                continue
-            port.rx_dropped += drops
-            self.count_drop('rx-ring', drops)    # ring full, or wedged (below)
-            if not received and ring_empty(port):
-                self._reset_ring(port)
 
     def _reset_ring(self, port):
         """Free and remake a wedged ring (netdev.Port.reset_ring); count it."""
@@ -363,13 +373,20 @@ class Datapath:
         """Decide whether the empty slot the reader waits at was given up.
 
         The kernel fills slots in order, but two CPUs may fill neighbouring
-        slots at once, and it may give up a slot it claimed (an skb its vnet
-        header cannot describe is dropped with the slot left TP_STATUS_KERNEL).
-        A reader that only waited at such a slot would stall forever while
-        the kernel fills the ones after it. So when a wake-up finds the
-        expected slot empty but a later one full, we wait RING_STALL_GRACE
-        for a concurrent fill to land (skipping it would reorder the flow),
-        then move on to the full slot.
+        slots at once: a slot can still be empty while the next is full.
+        Kernels before 5.7 could also give up a slot they had claimed (an
+        skb its vnet header cannot describe was dropped after the head moved
+        on), and a reader that only waited there would stall for good. So
+        when the expected slot is empty but a later one full, we wait
+        RING_STALL_GRACE, then move on to the full slot.
+
+        The grace is long on purpose. A concurrent fill lands within
+        microseconds, or milliseconds when a vCPU is preempted mid-copy;
+        skipping a slot still being filled puts the reader out of step with
+        the kernel's head: the frame then lands behind the reader, where
+        only check_rings finds it (rx-missed-wakeup). Since 5.7 the kernel
+        never gives up a claimed slot, so on the kernels mnovs runs on the
+        skip is a last resort that should never be needed.
 
         Returns:
             True if port.rx_slot now points at a full slot to read.
@@ -395,13 +412,10 @@ class Datapath:
         other slot is full, poll never reports the socket readable again
         (readiness is "the slot before the head is full"), so no wake-up
         comes for _skip_abandoned_slot to act on. check_rings asks it
-        instead, several times a second: the first look starts the grace
-        period, a later one skips.
+        instead, several times a second, when the reader's slot is empty:
+        the first look starts the grace period, a later one skips.
         """
-        slot = port.rx_slot
-        if STATUS.unpack_from(port.ring_view, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
-            return
-        if self._skip_abandoned_slot(port, slot, now):
+        if self._skip_abandoned_slot(port, port.rx_slot, now):
             self.port_input(port)
 
     def _input(self, port, port_no, packet, emc_get, now):
@@ -570,11 +584,16 @@ class Datapath:
         self.ports.clear()
 
 
+def ring_fill(port):
+    """How many slots of port's ring hold a frame."""
+    ring = port.ring_view
+    return sum(STATUS.unpack_from(ring, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER
+               for slot in range(port.ring_slots))
+
+
 def ring_empty(port):
     """True if no slot of port's ring holds a frame."""
-    ring = port.ring_view
-    return not any(STATUS.unpack_from(ring, slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER
-                   for slot in range(port.ring_slots))
+    return not ring_fill(port)
 
 
 def next_user_slot(ring, n_slots, slot):

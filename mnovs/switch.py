@@ -78,7 +78,7 @@ class PyOVSSwitch(Switch):
 
     def __init__(self, name, failMode='secure', protocols=None, flowLimit=10000,
                  maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64, verbose=False,
-                 batch=False, **params):
+                 batch=True, **params):
         """Init.
            name: name for the switch
            failMode: controller loss behaviour (secure|standalone)
@@ -89,7 +89,8 @@ class PyOVSSwitch(Switch):
            macAging: MAC learning aging time, seconds (default 300)
            ringSlots: receive ring slots per port, 68 KB each (default 64)
            verbose: debug logging in /tmp/<name>-pyovs.log
-           batch: queue start() for batchStartup (Mininet sets it, as for OVSSwitch)
+           batch: start() queues for batchStartup, which net.start calls
+                  (default True; False starts a switch on its own)
            dpid, listenPort: as for any Mininet switch"""
         if failMode not in FAIL_MODES:
             raise ValueError(f'{name}: failMode must be secure or standalone, not {failMode!r}')
@@ -131,7 +132,10 @@ class PyOVSSwitch(Switch):
         Returns:
             ovs-vsctl's output and errors as text (None when queued).
         """
-        words = [word for arg in args for word in shlex.split(str(arg))]
+        return self.run_vsctl([word for arg in args for word in shlex.split(str(arg))])
+
+    def run_vsctl(self, words):
+        "Run (or queue, while batching) ovs-vsctl with these exact words; return its output."
         if self.batch:
             self.commands.append(words)
             return None
@@ -176,7 +180,7 @@ class PyOVSSwitch(Switch):
         if not self.through_db:
             return self.direct_start(controllers)
         int(self.dpid, 16)      # as OVSSwitch: a DPID must be hex
-        out = self.vsctl(*self.bridge_command(controllers))
+        out = self.run_vsctl(self.bridge_command(controllers))
         if out:
             error(f'*** {self.name}: {out}')
         return None
@@ -228,15 +232,15 @@ class PyOVSSwitch(Switch):
         intf = self.intf(intf) if isinstance(intf, str) else intf
         if not self.through_db:
             return info(self.appctl('dpctl/add-if', f'{intf.name}={self.ports[intf]}'))
-        return info(self.vsctl('add-port', self.name, intf.name, '--', 'set', 'interface',
-                               intf.name, f'ofport_request={self.ports[intf]}'))
+        return info(self.run_vsctl(['add-port', self.name, intf.name, '--', 'set', 'interface',
+                                    intf.name, f'ofport_request={self.ports[intf]}']))
 
     def detach(self, intf):
         "Remove a data port at run time."
         name = intf if isinstance(intf, str) else intf.name
         if not self.through_db:
             return info(self.appctl('dpctl/del-if', name))
-        return info(self.vsctl('del-port', self.name, name))
+        return info(self.run_vsctl(['del-port', self.name, name]))
 
     # --- the running vswitchd ------------------------------------------------
 

@@ -11,105 +11,26 @@ what ovs-vsctl prints, adoption after a restart, restart of a dead switch.
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
+from mnovs_db import MnovsDb, veth  # noqa: F401  (a fixture)
 
 from mnovs import daemon
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 
 if os.geteuid() != 0:
     pytest.skip('needs root (ovsdb-server, veths)', allow_module_level=True)
 pytestmark = pytest.mark.integration
 
 
-class MnovsDb:
-    """A private mnovs database and bridge layer (fake switches) in `base`."""
-
-    def __init__(self, base):
-        self.run_dir = os.path.join(base, 'run')
-        self.env = dict(os.environ, MNOVS_RUN_DIR=self.run_dir,
-                        MNOVS_DB_DIR=os.path.join(base, 'db'), MNOVS_LOG_DIR=str(base),
-                        PYTHONPATH=f'{ROOT}:{HERE}', OVS_RUNDIR=self.run_dir)
-        self.log = os.path.join(base, 'mnovs-bridge.log')
-        self.bridge_proc = None
-
-    def python(self, code):
-        subprocess.run([sys.executable, '-c', code], env=self.env, check=True, cwd=ROOT)
-
-    def start(self):
-        self.python('from mnovs import ovs_ctl; ovs_ctl.start_ovsdb()')
-        self.start_bridge_layer()
-
-    def start_bridge_layer(self):
-        with open(self.log, 'ab') as log:
-            self.bridge_proc = subprocess.Popen(
-                [sys.executable, '-m', 'mnovs.bridge', '--log-file', self.log,
-                 '--vswitchd', 'fake_vswitchd:main'],
-                env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-        self.wait_for(lambda: daemon.read_pidfile(self.path('mnovs-bridge.pid'))
-                      == self.bridge_proc.pid, 'bridge layer pid file')
-
-    def kill_bridge_layer(self):
-        self.bridge_proc.kill()
-        self.bridge_proc.wait()
-
-    def stop(self):
-        if self.bridge_proc and self.bridge_proc.poll() is None:
-            self.bridge_proc.terminate()
-            self.bridge_proc.wait(5)
-        subprocess.run([sys.executable, '-m', 'mnovs.ovs_ctl', 'stop'], env=self.env,
-                       cwd=ROOT, capture_output=True, check=False)
-
-    def path(self, name):
-        return os.path.join(self.run_dir, name)
-
-    def vsctl(self, *args):
-        return subprocess.run(['ovs-vsctl', '--timeout=20', *args], env=self.env,
-                              capture_output=True, text=True, check=False)
-
-    def get(self, *args):
-        done = self.vsctl('get', *args)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    def pid(self, bridge):
-        return daemon.read_pidfile(self.path(f'{bridge}.pid'))
-
-    @staticmethod
-    def wait_for(predicate, what, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f'timed out waiting for {what}'
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def db(tmp_path):
-    mnovs_db = MnovsDb(tmp_path)
+    mnovs_db = MnovsDb(tmp_path, fake=True)
     try:
         mnovs_db.start()
         yield mnovs_db
     finally:
         mnovs_db.stop()
     assert not os.path.exists(mnovs_db.path('ovsdb-server.pid'))
-
-
-@pytest.fixture
-def veth():
-    names = []
-
-    def make(name):
-        subprocess.run(['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', name + 'p'],
-                       check=True)
-        names.append(name)
-        return name
-    yield make
-    for name in names:
-        subprocess.run(['ip', 'link', 'del', name], check=False, capture_output=True)
 
 
 def test_add_br_and_port_write_status_and_cur_cfg(db, veth):

@@ -108,19 +108,13 @@ class PyOVSSwitch(Switch):
 
     @classmethod
     def setup(cls):
-        "Check that the vswitchd can run; start mnovs's database and bridge layer."
+        "Check that the vswitchd can run; say how to fix it if not."
         check = subprocess.run([vswitchd_python(), '-c', 'import pyroute2'],
                                capture_output=True, check=False)
         if check.returncode:
             error('*** pyovs needs pyroute2 for %s: run "make install" in %s\n'
                   % (vswitchd_python(), PROJECT_ROOT))
             sys.exit(1)
-        if cls.through_db:
-            try:
-                ovs_ctl.ensure_running(python=vswitchd_python())
-            except (ovs_ctl.CtlError, OSError) as err:
-                error(f'*** pyovs: cannot start its database: {err}\n')
-                sys.exit(1)
 
     # --- configuration through mnovs's database (as OVSSwitch) -------------
 
@@ -139,6 +133,7 @@ class PyOVSSwitch(Switch):
         if self.batch:
             self.commands.append(words)
             return None
+        ensure_database()
         done = ovs_ctl.vsctl(*words)
         return done.stdout + done.stderr
 
@@ -190,6 +185,7 @@ class PyOVSSwitch(Switch):
         "Create all queued bridges in one ovs-vsctl transaction; return those that run."
         if not cls.through_db:
             return cls.direct_batch_startup(switches)
+        ensure_database()
         words = []
         for switch in switches:
             for command in switch.commands:
@@ -211,7 +207,7 @@ class PyOVSSwitch(Switch):
         "Delete this bridge from the database; the bridge layer stops its vswitchd."
         if not self.through_db:
             self.direct_stop()
-        else:
+        elif ovs_ctl.ovsdb_pid():
             report_vsctl(ovs_ctl.vsctl('--if-exists', 'del-br', self.name))
         super().stop(deleteIntfs)
 
@@ -223,7 +219,7 @@ class PyOVSSwitch(Switch):
         words = []
         for switch in switches:
             words += ['--', '--if-exists', 'del-br', switch.name]
-        if words:
+        if words and ovs_ctl.ovsdb_pid():
             report_vsctl(ovs_ctl.vsctl(*words))
         return switches
 
@@ -391,6 +387,15 @@ class PyOVSSwitch(Switch):
                 self.proc.wait()
             self.proc = None
         remove_runtime_files(self.name)
+
+
+def ensure_database():
+    "Start mnovs's ovsdb-server and bridge layer unless they run (cheap when they do)."
+    try:
+        ovs_ctl.ensure_running(python=vswitchd_python())
+    except (ovs_ctl.CtlError, OSError) as err:
+        error(f'*** pyovs: cannot start its database: {err}\n')
+        raise
 
 
 def report_vsctl(done):

@@ -439,17 +439,22 @@ def main(argv=None):
                         level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(asctime)s %(name)s %(levelname)s %(message)s')
     os.makedirs(paths.RUN_DIR, exist_ok=True)
+    # Two bridge layers would both fork switches for every bridge: the pid
+    # file's lock lets only one run.
+    pidfile = daemon.lock_pidfile(args.pidfile)
+    if pidfile is None:
+        log.info('a bridge layer runs already (pid %s)', daemon.read_pidfile(args.pidfile))
+        return 0
     layer = BridgeLayer(args.db, switch_main=switch_main)
     layer.install_signals()
-    daemon.write_pidfile(args.pidfile)
     log.info('bridge layer started (pid %d), database %s', os.getpid(), args.db)
     try:
         layer.run()
         log.info('bridge layer stopping on %s; vswitchds keep running', layer.stop_reason)
     finally:
         layer.close()
-        if daemon.read_pidfile(args.pidfile) == os.getpid():
-            daemon.remove_file(args.pidfile)
+        daemon.remove_file(args.pidfile)
+        pidfile.close()
     return 0
 
 

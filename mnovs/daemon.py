@@ -10,6 +10,7 @@ system's own OVS keeps pid files of the same names in another directory.
 Nothing here is on a hot path; every call is a few syscalls.
 """
 
+import fcntl
 import os
 import signal
 import time
@@ -26,12 +27,24 @@ def read_pidfile(path):
         return None
 
 
-def write_pidfile(path, pid=None):
-    """Write `pid` (default: this process) to `path` atomically."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(f'{pid or os.getpid()}\n')
-    os.replace(tmp, path)
+def lock_pidfile(path):
+    """Take the lock of pid file `path` and write our pid in it, as OVS's daemons do.
+
+    Returns:
+        the open file, which holds the lock until it is closed (keep it), or
+        None if another live process holds it: that one is the running daemon.
+    """
+    f = open(path, 'a+')
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f'{os.getpid()}\n')
+    f.flush()
+    return f
 
 
 def remove_file(path):

@@ -49,7 +49,7 @@ BRIDGE_MARKERS = (b'mnovs.bridge',)
 VSWITCHD_MARKERS = (b'mnovs.bridge', b'mnovs.vswitchd')
 
 START_TIMEOUT = 10.0
-VSCTL_TIMEOUT = 30          # seconds ovs-vsctl waits for the database and for cur_cfg
+VSCTL_TIMEOUT = 60          # seconds ovs-vsctl waits for the database and for cur_cfg
 
 
 class CtlError(Exception):
@@ -149,6 +149,8 @@ def start_bridge_layer(python=None, verbose=False):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if proc.returncode == 0 and bridge_pid():
+                return bridge_pid()       # another one started meanwhile: use it
             raise CtlError(f'the bridge layer exited with status {proc.returncode}; '
                            f'see {BRIDGE_LOG}')
         if daemon.read_pidfile(BRIDGE_PIDFILE) == proc.pid:

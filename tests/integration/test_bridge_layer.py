@@ -11,9 +11,10 @@ what ovs-vsctl prints, adoption after a restart, restart of a dead switch.
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
-from mnovs_db import MnovsDb, veth  # noqa: F401  (a fixture)
+from mnovs_db import ROOT, MnovsDb, veth  # noqa: F401  (a fixture)
 
 from mnovs import daemon
 
@@ -119,3 +120,12 @@ def test_bridges_deleted_while_the_bridge_layer_was_down_are_stopped(db):
     db.start_bridge_layer()
     db.wait_for(lambda: not daemon.is_alive(pid1), 'tb1 stopped')
     assert daemon.is_alive(pid2)
+
+
+def test_a_second_bridge_layer_leaves_the_running_one_alone(db):
+    first = db.bridge_proc.pid
+    second = subprocess.run([sys.executable, '-m', 'mnovs.bridge', '--log-file', db.log],
+                            env=db.env, cwd=ROOT, timeout=10, check=False)
+    assert second.returncode == 0
+    assert daemon.read_pidfile(db.path('mnovs-bridge.pid')) == first
+    assert db.bridge_proc.poll() is None

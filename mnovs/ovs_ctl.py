@@ -15,7 +15,8 @@ vSwitch, so that OVS and pyovs switches can live in one Mininet:
 
 The real ovs-vsctl, ovs-ofctl and ovs-appctl reach all of it when OVS_RUNDIR
 is the run directory: `tool_env()` gives such an environment and `vsctl()`
-runs ovs-vsctl in it. Starting is idempotent: a daemon whose pid file names a
+runs ovs-vsctl in it; the mnovs-vsctl and mnovs-ofctl launchers exec the real
+tools in it. Starting is idempotent: a daemon whose pid file names a
 live process of ours is reused. Stopping goes by pid, after checking that the
 pid is ours (mnovs.daemon), so the system's OVS is never touched.
 """
@@ -211,6 +212,23 @@ def _run(argv, env=None):
     if done.returncode:
         raise CtlError(f'{argv[0]} {argv[1]} failed: {done.stderr.strip() or done.returncode}')
     return done.stdout
+
+
+def vsctl_main():
+    """mnovs-vsctl: the real ovs-vsctl, on mnovs's database."""
+    _exec_tool('ovs-vsctl')
+
+
+def ofctl_main():
+    """mnovs-ofctl: the real ovs-ofctl; a bridge name reaches mnovs's <br>.mgmt socket."""
+    _exec_tool('ovs-ofctl')
+
+
+def _exec_tool(tool):
+    try:
+        os.execvpe(tool, [tool, *sys.argv[1:]], tool_env())
+    except OSError as err:
+        sys.exit(f'mnovs: cannot run {tool}: {err.strerror or err} (install openvswitch-switch)')
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ bridge_reconfigure):
    (gc.freeze() keeps the garbage collector from touching, hence copying,
    them);
 3. sends each bridge whose desired state changed its whole state
-   (`bridge/apply JSON`, mnovs.bridge_state.desired_state);
+   (`bridge/apply JSON`, mnovs.bridge_db.desired_state);
 4. reads `bridge/status` and writes what ovs-vswitchd writes: Interface
    ofport, ifindex, mac_in_use, link_state, admin_state, error, statistics;
    Bridge datapath_id; and Open_vSwitch cur_cfg = next_cfg, so that
@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 import ovs.db.idl
 import ovs.poller
 
-from mnovs import bridge_state, daemon, ovs_ctl, paths, unixctl
+from mnovs import bridge_db, ovs_ctl, paths, process, unixctl
 from mnovs import vswitchd as vswitchd_main   # imported here so forked children start warm
 
 log = logging.getLogger('mnovs.bridge')
@@ -184,10 +184,10 @@ class BridgeLayer:
         self.stop(gone)
         wanted = {}
         for name, row in rows.items():
-            argv, warnings = bridge_state.vswitchd_argv(name, row.other_config)
+            argv, warnings = bridge_db.vswitchd_argv(name, row.other_config)
             for warning in warnings:
                 log.warning('%s', warning)
-            wanted[name] = (argv, bridge_state.desired_state(row))
+            wanted[name] = (argv, bridge_db.desired_state(row))
         restart = [s for name, s in self.switches.items()
                    if s.pid is not None and s.argv != wanted[name][0]]
         self.stop(restart)
@@ -213,16 +213,16 @@ class BridgeLayer:
         """At the first reconfiguration: take over the vswitchds a previous bridge layer forked."""
         self.adopted = True
         for name in rows:
-            pid = daemon.pid_if_ours(paths.pid_path(name), ovs_ctl.BRIDGE_MARKERS)
+            pid = process.pid_if_ours(paths.pid_path(name), ovs_ctl.BRIDGE_MARKERS)
             if pid and pid != os.getpid():
-                argv, _ = bridge_state.vswitchd_argv(name, rows[name].other_config)
+                argv, _ = bridge_db.vswitchd_argv(name, rows[name].other_config)
                 self.switches[name] = Vswitchd(name, pid, argv)
                 log.info('%s: adopted running vswitchd (pid %d)', name, pid)
         leftovers = [pid for name, pid in ovs_ctl.vswitchd_pids().items()
-                     if name not in rows and daemon.is_ours(pid, ovs_ctl.BRIDGE_MARKERS)]
+                     if name not in rows and process.is_ours(pid, ovs_ctl.BRIDGE_MARKERS)]
         if leftovers:
             log.info('stopping %d vswitchds of bridges no longer configured', len(leftovers))
-            daemon.stop_pids(leftovers)
+            process.stop_pids(leftovers)
 
     def start(self, names, wanted):
         """Fork a vswitchd for each bridge in `names` (all before configuring any)."""
@@ -271,12 +271,12 @@ class BridgeLayer:
         """Stop these vswitchds (SIGTERM all, then wait); remove their pid files."""
         pids = [s.pid for s in switches if s.pid is not None]
         if pids:
-            daemon.stop_pids(pids)
+            process.stop_pids(pids)
         for switch in switches:
             if switch.pid is not None:
                 log.info('%s: stopped vswitchd (pid %d)', switch.name, switch.pid)
             switch.pid = None
-            daemon.remove_file(paths.pid_path(switch.name))
+            process.remove_file(paths.pid_path(switch.name))
 
     def configure(self, switch, state):
         """Wait for a vswitchd's control socket, apply `state`, read its status (in a thread).
@@ -331,7 +331,7 @@ class BridgeLayer:
             results = list(pool.map(lambda s: (s.name, self.read_status(s)),
                                     [s for s in live if s not in retry_jobs]))
             results += list(pool.map(
-                lambda s: self.configure(s, bridge_state.desired_state(rows[s.name])),
+                lambda s: self.configure(s, bridge_db.desired_state(rows[s.name])),
                 retry_jobs))
         self.write_status(dict(results), None)
 
@@ -346,17 +346,17 @@ class BridgeLayer:
             if status is None or name not in rows:
                 continue
             bridge = rows[name]
-            changed |= _set_columns(bridge, bridge_state.bridge_columns(status))
+            changed |= _set_columns(bridge, bridge_db.bridge_columns(status))
             ports = status.get('ports', {})
             for port in bridge.ports:
                 for iface in port.interfaces:
                     if iface.name in ports:
                         changed |= _set_columns(
-                            iface, bridge_state.interface_columns(ports[iface.name]))
+                            iface, bridge_db.interface_columns(ports[iface.name]))
             controllers = status.get('controllers', {})
             for controller in bridge.controller:
                 if controller.target in controllers:
-                    changed |= _set_columns(controller, bridge_state.controller_columns(
+                    changed |= _set_columns(controller, bridge_db.controller_columns(
                         controllers[controller.target]))
         ovs_row = self._ovs_row()
         if next_cfg is not None and ovs_row is not None and ovs_row.cur_cfg != next_cfg:
@@ -388,7 +388,7 @@ class BridgeLayer:
     def check_adopted(self):
         """Adopted vswitchds are not our children: notice their death by polling."""
         for switch in list(self.switches.values()):
-            if switch.pid is not None and not daemon.is_alive(switch.pid):
+            if switch.pid is not None and not process.is_alive(switch.pid):
                 self._lost(switch.pid)
 
     def _lost(self, pid):
@@ -441,9 +441,9 @@ def main(argv=None):
     os.makedirs(paths.RUN_DIR, exist_ok=True)
     # Two bridge layers would both fork switches for every bridge: the pid
     # file's lock lets only one run.
-    pidfile = daemon.lock_pidfile(args.pidfile)
+    pidfile = process.lock_pidfile(args.pidfile)
     if pidfile is None:
-        log.info('a bridge layer runs already (pid %s)', daemon.read_pidfile(args.pidfile))
+        log.info('a bridge layer runs already (pid %s)', process.read_pid(args.pidfile))
         return 0
     layer = BridgeLayer(args.db, switch_main=switch_main)
     layer.install_signals()
@@ -453,7 +453,7 @@ def main(argv=None):
         log.info('bridge layer stopping on %s; vswitchds keep running', layer.stop_reason)
     finally:
         layer.close()
-        daemon.remove_file(args.pidfile)
+        process.remove_file(args.pidfile)
         pidfile.close()
     return 0
 

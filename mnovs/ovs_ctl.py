@@ -15,8 +15,7 @@ vSwitch, so that OVS and pyovs switches can live in one Mininet:
 
 The real ovs-vsctl, ovs-ofctl and ovs-appctl reach all of it when OVS_RUNDIR
 is the run directory: `tool_env()` gives such an environment and `vsctl()`
-runs ovs-vsctl in it; the mnovs-vsctl and mnovs-ofctl launchers exec the real
-tools in it. Starting is idempotent: a daemon whose pid file names a
+runs ovs-vsctl in it. Starting is idempotent: a daemon whose pid file names a
 live process of ours is reused. Stopping goes by pid, after checking that the
 pid is ours (mnovs.daemon), so the system's OVS is never touched.
 """
@@ -28,7 +27,7 @@ import sys
 import time
 
 import mnovs
-from mnovs import daemon, paths
+from mnovs import paths, process
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 DB_DIR = os.environ.get('MNOVS_DB_DIR', '/var/lib/mnovs')
@@ -90,7 +89,7 @@ def upgrade_db():
 
 
 def ovsdb_pid():
-    return daemon.pid_if_ours(OVSDB_PIDFILE, OVSDB_MARKERS)
+    return process.pid_if_ours(OVSDB_PIDFILE, OVSDB_MARKERS)
 
 
 def start_ovsdb():
@@ -116,7 +115,7 @@ def start_ovsdb():
 def stop_ovsdb():
     pid = ovsdb_pid()
     if pid:
-        daemon.stop_pids([pid])
+        process.stop_pids([pid])
 
 
 def _schema_version():
@@ -126,7 +125,7 @@ def _schema_version():
 # --- bridge layer and vswitchds --------------------------------------------
 
 def bridge_pid():
-    return daemon.pid_if_ours(BRIDGE_PIDFILE, BRIDGE_MARKERS)
+    return process.pid_if_ours(BRIDGE_PIDFILE, BRIDGE_MARKERS)
 
 
 def start_bridge_layer(python=None, verbose=False):
@@ -154,7 +153,7 @@ def start_bridge_layer(python=None, verbose=False):
                 return bridge_pid()       # another one started meanwhile: use it
             raise CtlError(f'the bridge layer exited with status {proc.returncode}; '
                            f'see {BRIDGE_LOG}')
-        if daemon.read_pidfile(BRIDGE_PIDFILE) == proc.pid:
+        if process.read_pid(BRIDGE_PIDFILE) == proc.pid:
             return proc.pid
         time.sleep(0.02)
     raise CtlError(f'the bridge layer did not start in {START_TIMEOUT:.0f} s; see {BRIDGE_LOG}')
@@ -164,8 +163,8 @@ def stop_bridge_layer():
     """Stop the bridge layer; its vswitchds keep running (a restart adopts them)."""
     pid = bridge_pid()
     if pid:
-        daemon.stop_pids([pid])
-        daemon.remove_file(BRIDGE_PIDFILE)
+        process.stop_pids([pid])
+        process.remove_file(BRIDGE_PIDFILE)
 
 
 def vswitchd_pids():
@@ -179,7 +178,7 @@ def vswitchd_pids():
     for entry in entries:
         if entry.endswith('.pid') and entry not in own:
             name = entry[:-len('.pid')]
-            pid = daemon.pid_if_ours(paths.pid_path(name), VSWITCHD_MARKERS)
+            pid = process.pid_if_ours(paths.pid_path(name), VSWITCHD_MARKERS)
             if pid and pid != bridge_pid():
                 found[name] = pid
     return found
@@ -188,7 +187,7 @@ def vswitchd_pids():
 def stop_vswitchds():
     """Stop every vswitchd of ours (by pid file), all at once; return their names."""
     found = vswitchd_pids()
-    daemon.stop_pids(found.values())
+    process.stop_pids(found.values())
     return sorted(found)
 
 
@@ -212,23 +211,6 @@ def _run(argv, env=None):
     if done.returncode:
         raise CtlError(f'{argv[0]} {argv[1]} failed: {done.stderr.strip() or done.returncode}')
     return done.stdout
-
-
-def vsctl_main():
-    """mnovs-vsctl: the real ovs-vsctl, on mnovs's database."""
-    _exec_tool('ovs-vsctl')
-
-
-def ofctl_main():
-    """mnovs-ofctl: the real ovs-ofctl; a bridge name reaches mnovs's <br>.mgmt socket."""
-    _exec_tool('ovs-ofctl')
-
-
-def _exec_tool(tool):
-    try:
-        os.execvpe(tool, [tool, *sys.argv[1:]], tool_env())
-    except OSError as err:
-        sys.exit(f'mnovs: cannot run {tool}: {err.strerror or err} (install openvswitch-switch)')
 
 
 def main(argv=None):

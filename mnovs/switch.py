@@ -19,7 +19,7 @@ A switch is configured one of two ways, chosen by PyOVSSwitch.through_db:
   (`vsctl()`); batchStartup and batchShutdown do all switches in one
   ovs-vsctl transaction each, which returns once the bridge layer has forked
   and configured every vswitchd. Tuning options become Bridge other_config
-  keys (mnovs.bridge_state.TUNING_KEYS).
+  keys (mnovs.bridge_db.TUNING_KEYS).
 - Directly (today's default, until vswitchd serves bridge/apply): start()
   spawns `python -m mnovs.vswitchd` with the whole configuration as argv,
   and batchStartup waits for the processes to answer.
@@ -55,7 +55,7 @@ PROJECT_ROOT = _project_root()
 if PROJECT_ROOT not in sys.path:
     sys.path.insert(0, PROJECT_ROOT)
 
-from mnovs import daemon, ovs_ctl, paths, unixctl  # noqa: E402  (needs the sys.path above)
+from mnovs import ovs_ctl, paths, process, unixctl  # noqa: E402  (needs the sys.path above)
 
 STARTUP_TIMEOUT = 15.0     # seconds for a batch of vswitchds to come up
 EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour SIGTERM
@@ -244,7 +244,7 @@ class PyOVSSwitch(Switch):
     def pid_vswitchd(self):
         if self.proc is not None:
             return self.proc.pid
-        return daemon.pid_if_ours(paths.pid_path(self.name), ovs_ctl.VSWITCHD_MARKERS)
+        return process.pid_if_ours(paths.pid_path(self.name), ovs_ctl.VSWITCHD_MARKERS)
 
     @property
     def ctl_path(self):

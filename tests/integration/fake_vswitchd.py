@@ -11,12 +11,13 @@ switch got it). No packets move. It writes its pid file and stops on SIGTERM, as
 """
 
 import argparse
+import inspect
 import json
 import os
 import selectors
 import signal
 
-from mnovs import paths
+from mnovs import paths, process
 from mnovs.unixctl import CommandError, UnixctlServer
 
 OFPP_LOCAL = 0xfffffffe
@@ -72,24 +73,35 @@ class FakeSwitch:
                 'statistics': {'rx_packets': 0, 'tx_packets': 0}}
 
 
+def control_server(name, selector):
+    """The control socket, with whichever mnovs.unixctl this tree has.
+
+    Before the unixctl merge: a line protocol at <name>.ctl, accepted by hand;
+    after: OVS's JSON-RPC at <name>.<pid>.ctl, served from the selector.
+    """
+    if 'selector' in inspect.signature(UnixctlServer).parameters:
+        return UnixctlServer(paths.ctl_path(name, os.getpid()), selector, 'fake')
+    server = UnixctlServer(paths.ctl_path(name))
+    selector.register(server.sock, selectors.EVENT_READ, server.handle_accept)
+    return server
+
+
 def main(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument('--name', required=True)
     args, _ = parser.parse_known_args(argv)
+    pidfile = process.lock_pidfile(paths.pid_path(args.name))
     switch = FakeSwitch(args.name)
-    server = UnixctlServer(paths.ctl_path(args.name))
+    selector = selectors.DefaultSelector()
+    server = control_server(args.name, selector)
     server.register('bridge/apply', 'JSON', 1, 1, switch.apply)
     server.register('bridge/status', '', 0, 0, switch.status)
-    server.register('version', '', 0, 0, lambda: 'fake')
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    with open(paths.pid_path(args.name), 'w') as f:
-        f.write(f'{os.getpid()}\n')
-    selector = selectors.DefaultSelector()
-    selector.register(server.sock, selectors.EVENT_READ)
     while not stopping:
-        if selector.select(0.2):
-            server.handle_accept()
+        for key, events in selector.select(0.2):
+            key.data(events)
     server.close()
-    os.unlink(paths.pid_path(args.name))
+    process.remove_file(paths.pid_path(args.name))
+    pidfile.close()
     return 0

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mnovs import daemon
+from mnovs import process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -59,7 +59,7 @@ class MnovsDb:
             self.bridge_proc = subprocess.Popen(
                 argv,
                 env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-        self.wait_for(lambda: daemon.read_pidfile(self.path('mnovs-bridge.pid'))
+        self.wait_for(lambda: process.read_pid(self.path('mnovs-bridge.pid'))
                       == self.bridge_proc.pid, 'bridge layer pid file')
 
     def kill_bridge_layer(self):
@@ -86,7 +86,7 @@ class MnovsDb:
         return done.stdout.strip()
 
     def pid(self, bridge):
-        return daemon.read_pidfile(self.path(f'{bridge}.pid'))
+        return process.read_pid(self.path(f'{bridge}.pid'))
 
     @staticmethod
     def wait_for(predicate, what, timeout=15.0):

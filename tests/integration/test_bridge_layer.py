@@ -16,7 +16,7 @@ import sys
 import pytest
 from mnovs_db import ROOT, MnovsDb, veth  # noqa: F401  (a fixture)
 
-from mnovs import daemon
+from mnovs import process
 
 if os.geteuid() != 0:
     pytest.skip('needs root (ovsdb-server, veths)', allow_module_level=True)
@@ -45,7 +45,7 @@ def test_add_br_and_port_write_status_and_cur_cfg(db, veth):
     assert db.get('interface', port, 'link_state') == 'up'
     assert db.get('bridge', 'tb1', 'datapath_id').strip('"') != '[]'
     assert db.get('open_vswitch', '.', 'cur_cfg') == db.get('open_vswitch', '.', 'next_cfg')
-    assert daemon.is_alive(db.pid('tb1'))
+    assert process.is_alive(db.pid('tb1'))
 
 
 def test_missing_interface_error_is_printed_by_ovs_vsctl(db):
@@ -75,10 +75,10 @@ def test_bridges_of_one_transaction_start_and_del_br_stops(db):
         args += ['--', 'add-br', name]
     assert db.vsctl(*args).returncode == 0
     pids = {name: db.pid(name) for name in names}
-    assert all(daemon.is_alive(pid) for pid in pids.values())
+    assert all(process.is_alive(pid) for pid in pids.values())
     assert db.vsctl('--', *sum((['del-br', n, '--'] for n in names[:3]), [])[:-1]).returncode == 0
-    db.wait_for(lambda: not any(daemon.is_alive(pids[n]) for n in names[:3]), 'stopped')
-    assert all(daemon.is_alive(pids[n]) for n in names[3:])
+    db.wait_for(lambda: not any(process.is_alive(pids[n]) for n in names[:3]), 'stopped')
+    assert all(process.is_alive(pids[n]) for n in names[3:])
     assert not os.path.exists(db.path('tb1.pid'))
 
 
@@ -87,7 +87,7 @@ def test_restarted_bridge_layer_adopts_running_switches(db, veth):
     db.vsctl('add-br', 'tb1', '--', 'add-port', 'tb1', port)
     pid = db.pid('tb1')
     db.kill_bridge_layer()
-    assert daemon.is_alive(pid), 'switches outlive the bridge layer'
+    assert process.is_alive(pid), 'switches outlive the bridge layer'
     db.start_bridge_layer()
     db.vsctl('set', 'interface', port, 'ofport_request=9')
     assert db.get('interface', port, 'ofport') == '9'
@@ -103,7 +103,7 @@ def test_dead_switch_comes_back_with_its_config(db, veth):
              'set-controller', 'tb1', 'tcp:127.0.0.1:6653')
     pid = db.pid('tb1')
     os.kill(pid, signal.SIGKILL)
-    db.wait_for(lambda: db.pid('tb1') not in (None, pid) and daemon.is_alive(db.pid('tb1')),
+    db.wait_for(lambda: db.pid('tb1') not in (None, pid) and process.is_alive(db.pid('tb1')),
                 'restarted switch')
     db.vsctl('set', 'interface', port, 'ofport_request=5')
     assert db.get('interface', port, 'ofport') == '5'
@@ -118,8 +118,8 @@ def test_bridges_deleted_while_the_bridge_layer_was_down_are_stopped(db):
     db.kill_bridge_layer()
     assert db.vsctl('--no-wait', 'del-br', 'tb1').returncode == 0
     db.start_bridge_layer()
-    db.wait_for(lambda: not daemon.is_alive(pid1), 'tb1 stopped')
-    assert daemon.is_alive(pid2)
+    db.wait_for(lambda: not process.is_alive(pid1), 'tb1 stopped')
+    assert process.is_alive(pid2)
 
 
 def test_a_second_bridge_layer_leaves_the_running_one_alone(db):
@@ -127,5 +127,5 @@ def test_a_second_bridge_layer_leaves_the_running_one_alone(db):
     second = subprocess.run([sys.executable, '-m', 'mnovs.bridge', '--log-file', db.log],
                             env=db.env, cwd=ROOT, timeout=10, check=False)
     assert second.returncode == 0
-    assert daemon.read_pidfile(db.path('mnovs-bridge.pid')) == first
+    assert process.read_pid(db.path('mnovs-bridge.pid')) == first
     assert db.bridge_proc.poll() is None

@@ -16,7 +16,7 @@ from mininet.node import OVSController
 from mininet.topo import SingleSwitchTopo
 from mnovs_db import contract_ready
 
-from mnovs import daemon, ovs_ctl, paths
+from mnovs import ovs_ctl, paths, process
 from mnovs.switch import PyOVSSwitch, vswitchd_python
 
 pytestmark = pytest.mark.skipif(not contract_ready(),
@@ -108,4 +108,4 @@ def test_killed_vswitchd_comes_back_from_the_database(db_net):
     assert os.path.exists(paths.pid_path('s1'))
     assert s1.vsctl('get interface s1-eth2 ofport').strip() == '2'
     assert loss(net, [h1, h2]) == 0, 'ports and controller came back'
-    assert daemon.is_alive(s1.pid_vswitchd)
+    assert process.is_alive(s1.pid_vswitchd)

@@ -1,11 +1,15 @@
-"""Pid files and the processes behind them, as OVS's lib/daemon.c.
+"""mnovs's daemons as processes: is a pid ours, stop it by pid (as OVS's lib/process.c).
 
 mnovs runs several long-lived processes (its ovsdb-server, the bridge layer,
-one vswitchd per bridge). Each writes `<name>.pid` in the run directory. Any
+one vswitchd per bridge), each with `<name>.pid` in the run directory. Any
 other process that acts on such a pid -- to adopt it, to stop it, to clean up
 after a crash -- first checks that the pid still belongs to an mnovs process
 (its /proc/PID/cmdline names the program), because pids are reused and the
 system's own OVS keeps pid files of the same names in another directory.
+
+Pid files are read in one place (`read_pid`) and locked in one
+(`lock_pidfile`), so that OVS's locked pid files (mnovs.daemon on main:
+read_pidfile, Pidfile) can take over there.
 
 Nothing here is on a hot path; every call is a few syscalls.
 """
@@ -18,7 +22,7 @@ import time
 STOP_TIMEOUT = 3.0      # seconds a daemon gets to honour SIGTERM before SIGKILL
 
 
-def read_pidfile(path):
+def read_pid(path):
     """Return the pid in `path`, or None if there is no readable pid."""
     try:
         with open(path) as f:
@@ -84,7 +88,7 @@ def is_ours(pid, markers):
 
 def pid_if_ours(path, markers):
     """The pid in pid file `path` if it is a live process of ours, else None."""
-    pid = read_pidfile(path)
+    pid = read_pid(path)
     return pid if is_ours(pid, markers) else None
 
 

@@ -3,8 +3,8 @@
 import json
 from types import SimpleNamespace as Row
 
-from mnovs import bridge_state, paths
-from mnovs.bridge_state import (desired_state, interface_columns, pick_datapath_id,
+from mnovs import bridge_db, paths
+from mnovs.bridge_db import (desired_state, interface_columns, pick_datapath_id,
                                 vswitchd_argv)
 
 
@@ -112,11 +112,11 @@ def test_status_of_a_missing_port_carries_ovs_error_and_ofport_minus_one():
 
 
 def test_local_port_number_is_written_as_ovs_writes_it():
-    assert interface_columns({'ofport': bridge_state.OFPP_LOCAL})['ofport'] == [65534]
+    assert interface_columns({'ofport': bridge_db.OFPP_LOCAL})['ofport'] == [65534]
 
 
 def test_bridge_and_controller_columns():
-    assert bridge_state.bridge_columns({'datapath_id': '0000000000000001'}) == \
+    assert bridge_db.bridge_columns({'datapath_id': '0000000000000001'}) == \
         {'datapath_id': ['0000000000000001']}
-    assert bridge_state.controller_columns({'is_connected': True, 'role': 'other'}) == \
+    assert bridge_db.controller_columns({'is_connected': True, 'role': 'other'}) == \
         {'is_connected': True, 'role': ['other']}

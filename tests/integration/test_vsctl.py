@@ -32,14 +32,27 @@ pytestmark = pytest.mark.integration
 
 
 class SystemOvs:
-    """The system's OVS through its own ovs-vsctl; bridges made here are netdev ones."""
+    """The system's OVS through its own ovs-vsctl; bridges made here are netdev ones.
+
+    Both sides make a LOCAL port, a TAP device named like the bridge, in the
+    same namespace: so OVS's bridges get other names (RENAME), which its
+    output translates back.
+    """
+
+    RENAME = {'vb1': 'ob1', 'vb2': 'ob2'}
 
     def __init__(self):
         self.env = dict(os.environ, OVS_RUNDIR=SYSTEM_RUNDIR)
         self.bridges = set()
 
     def vsctl(self, *args):
-        args = list(args)
+        done = self._vsctl([self.RENAME.get(word, word) for word in args])
+        for ours, theirs in self.RENAME.items():
+            done.stdout = done.stdout.replace(theirs, ours)
+            done.stderr = done.stderr.replace(theirs, ours)
+        return done
+
+    def _vsctl(self, args):
         for i, word in enumerate(args):
             if word == 'add-br' and i + 1 < len(args):
                 self.bridges.add(args[i + 1])
@@ -49,7 +62,7 @@ class SystemOvs:
 
     def cleanup(self):
         for bridge in self.bridges:
-            self.vsctl('--if-exists', 'del-br', bridge)
+            self._vsctl(['--if-exists', 'del-br', bridge])
 
 
 @pytest.fixture(scope='module')

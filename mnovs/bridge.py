@@ -83,6 +83,11 @@ def call_vswitchd(name, method, *params, timeout=CALL_TIMEOUT):
     return unixctl.call(paths.ctl_path(name), [method, *params], timeout)
 
 
+def ctl_path_of(name, pid):
+    """The control socket of bridge `name`'s vswitchd with this pid (OVS: <name>.<pid>.ctl)."""
+    return paths.ctl_path(name)
+
+
 class Vswitchd:
     """One bridge's switch process, as the bridge layer knows it."""
 
@@ -399,6 +404,9 @@ class BridgeLayer:
                 delay = RESTART_BACKOFF[min(switch.deaths, len(RESTART_BACKOFF) - 1)]
                 log.warning('%s: vswitchd (pid %d) died; restarting in %.0f s',
                             switch.name, pid, delay)
+                # A killed process leaves its files; the next one must not meet them.
+                process.remove_file(ctl_path_of(switch.name, pid))
+                process.remove_file(paths.pid_path(switch.name))
                 switch.pid = None
                 switch.applied = None
                 switch.restart_at = time.monotonic() + delay

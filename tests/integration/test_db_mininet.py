@@ -36,7 +36,9 @@ def mnovs_daemons():
 
 
 @pytest.fixture
-def db_net(make_net, monkeypatch, mnovs_daemons):
+def db_net(monkeypatch, mnovs_daemons, make_net):
+    # monkeypatch comes first so that it is undone last: make_net stops its
+    # networks through the database.
     monkeypatch.setattr(PyOVSSwitch, 'through_db', True)
     return make_net
 

@@ -199,12 +199,19 @@ class BridgeLayer:
         for switch in restart:
             log.info('%s: tuning changed, restarting its vswitchd', switch.name)
             switch.pid = None
+        t0 = time.monotonic()
         self.start([name for name in wanted if self._needs_start(name)], wanted)
         todo = [(s, wanted[name][1]) for name, s in self.switches.items()
                 if s.pid is not None and s.applied != wanted[name][1]]
+        t1 = time.monotonic()
         with ThreadPoolExecutor(PARALLEL_CALLS) as pool:
             statuses = list(pool.map(lambda job: self.configure(*job), todo))
+        t2 = time.monotonic()
         self.write_status(dict(statuses), next_cfg)
+        if todo or gone:
+            log.info('reconfigured: %d applied, %d stopped; fork %.2f s, apply %.2f s, '
+                     'status %.2f s', len(todo), len(gone), t1 - t0, t2 - t1,
+                     time.monotonic() - t2)
         self.next_stats = time.monotonic() + STATS_INTERVAL
 
     def _ovs_row(self):

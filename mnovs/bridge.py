@@ -68,7 +68,7 @@ COLUMNS = {
     'Interface': ['name', 'type', 'ofport_request', 'ofport', 'ifindex', 'mac_in_use',
                   'link_state', 'admin_state', 'error', 'statistics'],
     'Controller': ['target', 'controller_rate_limit', 'controller_burst_limit',
-                   'is_connected', 'role'],
+                   'is_connected', 'role', 'status'],
 }
 
 

@@ -153,9 +153,15 @@ def bridge_columns(status):
 
 
 def controller_columns(controller):
-    """Controller columns from a bridge/status `controllers` entry (if the switch sends one)."""
+    """Controller columns from a bridge/status `controllers` entry.
+
+    A target the switch could not use (a bad address, a port in use) has an
+    `error`, which goes where ovs-vswitchd puts it: status:last_error.
+    """
+    error = controller.get('error')
     return {'is_connected': bool(controller.get('is_connected')),
-            'role': _opt(controller.get('role'))}
+            'role': _opt(controller.get('role')),
+            'status': {'last_error': error} if error else {}}
 
 
 def _opt(value):

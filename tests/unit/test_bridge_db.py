@@ -119,4 +119,7 @@ def test_bridge_and_controller_columns():
     assert bridge_db.bridge_columns({'datapath_id': '0000000000000001'}) == \
         {'datapath_id': ['0000000000000001']}
     assert bridge_db.controller_columns({'is_connected': True, 'role': 'other'}) == \
-        {'is_connected': True, 'role': ['other']}
+        {'is_connected': True, 'role': ['other'], 'status': {}}
+    assert bridge_db.controller_columns(
+        {'is_connected': False, 'role': None, 'error': 'ptcp:6653: Address in use'}) == \
+        {'is_connected': False, 'role': [], 'status': {'last_error': 'ptcp:6653: Address in use'}}

@@ -44,6 +44,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 import ovs.db.idl
@@ -187,12 +188,10 @@ class BridgeLayer:
             self.adopt(rows)
         gone = [self.switches.pop(name) for name in list(self.switches) if name not in rows]
         self.stop(gone)
-        wanted = {}
+        wanted = {}     # name -> (argv, desired state, warnings about the argv)
         for name, row in rows.items():
             argv, warnings = bridge_db.vswitchd_argv(name, row.other_config)
-            for warning in warnings:
-                log.warning('%s', warning)
-            wanted[name] = (argv, bridge_db.desired_state(row))
+            wanted[name] = (argv, bridge_db.desired_state(row), warnings)
         restart = [s for name, s in self.switches.items()
                    if s.pid is not None and s.argv != wanted[name][0]]
         self.stop(restart)
@@ -243,7 +242,9 @@ class BridgeLayer:
         gc.collect()
         gc.freeze()     # children share these pages; keep GC from writing to them
         for name in names:
-            argv = wanted[name][0]
+            argv, _, warnings = wanted[name]
+            for warning in warnings:        # once per start, not per reconfiguration
+                log.warning('%s', warning)
             pid = self.fork_vswitchd(argv)
             old = self.switches.get(name)
             switch = Vswitchd(name, pid, argv)
@@ -274,7 +275,6 @@ class BridgeLayer:
         except SystemExit as exit_:
             status = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:       # whatever happens, never return into the parent's loop
-            import traceback
             traceback.print_exc()
         finally:
             os._exit(status or 0)

@@ -1,4 +1,4 @@
-"""Mininet plugin: PyOVSSwitch runs one mnovs vswitchd process per switch.
+"""Mininet plugin: PyOVSSwitch, one mnovs vswitchd process per switch.
 
     sudo mn --custom mnovs/switch.py --switch pyovs,failMode=standalone \\
         --controller none --topo tree,2,2 --test pingall
@@ -9,6 +9,21 @@ root from its own code object (`co_filename`, which mn sets to this path)
 and puts it on sys.path before importing the rest of mnovs. As a module it is
 plain `from mnovs.switch import PyOVSSwitch`.
 
+A switch is configured one of two ways, chosen by PyOVSSwitch.through_db:
+
+- Through mnovs's database, as Mininet's OVSSwitch configures OVS (issue 8).
+  The class makes sure mnovs's ovsdb-server and bridge layer run
+  (mnovs.ovs_ctl, started on demand), then writes bridges, ports
+  (ofport_request = Mininet's port number), controllers (and ptcp:listenPort),
+  fail_mode, protocols and other_config:datapath-id with the real ovs-vsctl
+  (`vsctl()`); batchStartup and batchShutdown do all switches in one
+  ovs-vsctl transaction each, which returns once the bridge layer has forked
+  and configured every vswitchd. Tuning options become Bridge other_config
+  keys (mnovs.bridge_db.TUNING_KEYS).
+- Directly (today's default, until vswitchd serves bridge/apply): start()
+  spawns `python -m mnovs.vswitchd` with the whole configuration as argv,
+  and batchStartup waits for the processes to answer.
+
 The vswitchd runs with the project's venv Python (.venv/bin/python at the
 project root) when there is one, else with the interpreter running Mininet.
 It lives in the root namespace, opens a packet socket on each of the switch's
@@ -16,14 +31,14 @@ interfaces, and logs to /tmp/<name>-pyovs.log. It keeps OVS's run-time layout
 in mnovs's run directory (mnovs.paths): pid file <name>.pid and control socket
 <name>.<pid>.ctl, which speaks OVS's unixctl protocol (mnovs.unixctl). So
 `dpctl dpctl/show` in Mininet's CLI and `OVS_RUNDIR=/var/run/mnovs ovs-appctl
--t s1 dpctl/show` reach the same commands. A vswitchd exits by itself when the
-Mininet process that started it is gone (--parent-pid). The file also
-registers a Mininet cleanup hook that stops leftover vswitchds by the pids in
-their pid files (each checked to be a live vswitchd first) and removes their
-files.
+-t s1 dpctl/show` reach the same commands. The file registers a Mininet
+cleanup hook (`mn -c`) that deletes our bridges from our database and stops
+our processes by their pid files, each checked to be ours first; the system's
+OVS is never touched.
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,11 +58,12 @@ PROJECT_ROOT = _project_root()
 if PROJECT_ROOT not in sys.path:
     sys.path.insert(0, PROJECT_ROOT)
 
-from mnovs import daemon, paths, unixctl  # noqa: E402  (needs the sys.path above)
+from mnovs import ovs_ctl, paths, process, unixctl  # noqa: E402  (needs the sys.path above)
 
 STARTUP_TIMEOUT = 15.0     # seconds for a batch of vswitchds to come up
 EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour SIGTERM
 FAIL_MODES = ('secure', 'standalone')
+ARG_MAX = 128000           # longest ovs-vsctl command line of a batch (as OVSSwitch.argmax)
 
 
 def vswitchd_python():
@@ -58,10 +74,15 @@ def vswitchd_python():
 class PyOVSSwitch(Switch):
     """An Open vSwitch-shaped switch in Python, one process per node."""
 
+    # SWITCH-OVER (issue 8): configure through mnovs's database. Make this
+    # True (and delete the "direct start" section below) once vswitchd serves
+    # bridge/apply and bridge/status; MNOVS_THROUGH_DB=1 turns it on to try.
+    through_db = os.environ.get('MNOVS_THROUGH_DB') == '1'
+
     def __init__(self, name, failMode='secure', protocols=None, flowLimit=10000,
                  maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64,
                  controllerRateLimit=None, controllerBurstLimit=None, verbose=False,
-                 **params):
+                 batch=True, **params):
         """Init.
            name: name for the switch
            failMode: controller loss behaviour (secure|standalone)
@@ -71,24 +92,27 @@ class PyOVSSwitch(Switch):
            emcSize: microflow cache entries (default 8192)
            macAging: MAC learning aging time, seconds (default 300)
            ringSlots: receive ring slots per port, 68 KB each (default 64)
-           controllerRateLimit: packet-ins/s per controller (default: no limit)
-           controllerBurstLimit: packet-ins in a burst (default: rate/4)
+           controllerRateLimit: packet-ins per second to each controller (OVS's
+                                controller_rate_limit; default none)
+           controllerBurstLimit: packet-ins allowed in a burst (default rate/4)
            verbose: debug logging in /tmp/<name>-pyovs.log
+           batch: start() queues for batchStartup, which net.start calls
+                  (default True; False starts a switch on its own)
            dpid, listenPort: as for any Mininet switch"""
         if failMode not in FAIL_MODES:
             raise ValueError(f'{name}: failMode must be secure or standalone, not {failMode!r}')
         if protocols and 'OpenFlow13' not in protocols.split(','):
             raise ValueError(f'{name}: pyovs speaks OpenFlow13 only, not {protocols!r}')
-        params.pop('batch', None)       # Mininet's hint for batchStartup users
         Switch.__init__(self, name, **params)
         self.failMode = failMode
         self.protocols = protocols
-        self.tuning = {'--flow-limit': flowLimit, '--max-idle': maxIdle,
-                       '--emc-size': emcSize, '--mac-aging': macAging,
-                       '--ring-slots': ringSlots,
-                       '--controller-rate-limit': controllerRateLimit,
-                       '--controller-burst-limit': controllerBurstLimit}
+        self.tuning = {'flow_limit': flowLimit, 'max_idle': maxIdle, 'emc_size': emcSize,
+                       'mac_aging': macAging, 'ring_slots': ringSlots}
+        self.rate_limits = {'controller_rate_limit': controllerRateLimit,
+                            'controller_burst_limit': controllerBurstLimit}
         self.verbose = verbose
+        self.batch = batch
+        self.commands = []      # ovs-vsctl words queued for batchStartup
         self.proc = None
 
     @classmethod
@@ -101,61 +125,142 @@ class PyOVSSwitch(Switch):
                   % (vswitchd_python(), PROJECT_ROOT))
             sys.exit(1)
 
-    @property
-    def pid_vswitchd(self):
-        return self.proc.pid if self.proc else None
+    # --- configuration through mnovs's database (as OVSSwitch) -------------
 
-    def vswitchd_argv(self, controllers):
-        argv = [vswitchd_python(), '-m', 'mnovs.vswitchd', '--name', self.name,
-                '--dpid', self.dpid, '--fail-mode', self.failMode,
-                '--log-file', paths.log_path(self.name), '--parent-pid', str(os.getpid())]
+    def vsctl(self, *args):
+        """Run ovs-vsctl on mnovs's database, as OVSSwitch.vsctl (queued while batching).
+
+        Arguments are split as a shell would (OVSSwitch runs them through one),
+        so `s1.vsctl('set bridge s1 fail_mode=secure')` works too.
+        Returns:
+            ovs-vsctl's output and errors as text (None when queued).
+        """
+        return self.run_vsctl([word for arg in args for word in shlex.split(str(arg))])
+
+    def run_vsctl(self, words):
+        "Run (or queue, while batching) ovs-vsctl with these exact words; return its output."
+        if self.batch:
+            self.commands.append(words)
+            return None
+        ensure_database()
+        done = ovs_ctl.vsctl(*words)
+        return done.stdout + done.stderr
+
+    def bridge_command(self, controllers):
+        """The ovs-vsctl words that (re)create this bridge, as OVSSwitch.start builds them."""
+        targets = [(f'{self.name}{c.name}', f'{getattr(c, "protocol", "tcp")}:{c.IP()}:{c.port}')
+                   for c in controllers]
+        if self.listenPort:
+            targets.append((f'{self.name}-listen', f'ptcp:{self.listenPort}'))
+        limits = [f'{column}={value}' for column, value in self.rate_limits.items()
+                  if value is not None]
+        words = []
+        for ident, target in targets:
+            words += ['--', f'--id=@{ident}', 'create', 'Controller', f'target="{target}"',
+                      *limits]
+        words += ['--', '--if-exists', 'del-br', self.name, '--', 'add-br', self.name,
+                  '--', 'set', 'bridge', self.name,
+                  'controller=[%s]' % ','.join(f'@{ident}' for ident, _ in targets),
+                  f'fail_mode={self.failMode}', f'other_config:datapath-id={self.dpid}']
+        if self.protocols:
+            words.append(f'protocols={self.protocols}')
+        words += [f'other_config:{key}={value}' for key, value in self.other_config().items()]
         for intf in self.intfList():
             if intf.name != 'lo':
-                argv += ['--port', f'{intf.name}={self.ports[intf]}']
-        for controller in controllers:
-            argv += ['--controller', f'tcp:{controller.IP()}:{controller.port}']
-        if self.listenPort:
-            argv += ['--listen', str(self.listenPort)]
-        for option, value in self.tuning.items():
-            if value is not None:
-                argv += [option, str(value)]
+                words += ['--', 'add-port', self.name, intf.name, '--', 'set', 'interface',
+                          intf.name, f'ofport_request={self.ports[intf]}']
+        return words
+
+    def other_config(self):
+        "Bridge other_config keys for this switch's tuning options."
+        keys = {'mnovs-flow-limit': self.tuning['flow_limit'],
+                'mnovs-max-idle': self.tuning['max_idle'],
+                'mnovs-emc-size': self.tuning['emc_size'],
+                'mac-aging-time': self.tuning['mac_aging'],
+                'mnovs-ring-slots': self.tuning['ring_slots']}
         if self.verbose:
-            argv.append('--verbose')
-        return argv
+            keys['mnovs-verbose'] = 'true'
+        return keys
 
     def start(self, controllers):
-        "Start the vswitchd; batchStartup (or connected) waits for it."
-        os.makedirs(paths.RUN_DIR, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=PROJECT_ROOT)
-        with open(paths.log_path(self.name), 'ab') as log:
-            self.proc = subprocess.Popen(
-                self.vswitchd_argv(controllers), env=env, cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)   # Ctrl-C in the CLI must not kill switches
+        "Create this bridge in the database (or queue it for batchStartup)."
+        if not self.through_db:
+            return self.direct_start(controllers)
+        int(self.dpid, 16)      # as OVSSwitch: a DPID must be hex
+        out = self.run_vsctl(self.bridge_command(controllers))
+        if out:
+            error(f'*** {self.name}: {out}')
+        return None
 
     @classmethod
     def batchStartup(cls, switches, run=None):
-        "Wait for the vswitchds started by start() to answer; return those that do."
-        deadline = time.monotonic() + STARTUP_TIMEOUT + 0.1 * len(switches)
-        pending = [s for s in switches if s.proc is not None]
-        started = []
-        while pending and time.monotonic() < deadline:
-            for switch in list(pending):
-                if switch.ready() or switch.proc.poll() is not None:
-                    pending.remove(switch)
-                    if switch.ready():
-                        started.append(switch)
-                    else:
-                        switch.report_failure()
-            time.sleep(0.02)
-        for switch in pending:
-            error(f'*** {switch.name}: vswitchd did not come up in time\n')
-            switch.report_failure()
+        "Create all queued bridges in one ovs-vsctl transaction; return those that run."
+        if not cls.through_db:
+            return cls.direct_batch_startup(switches)
+        ensure_database()
+        words = []
+        for switch in switches:
+            for command in switch.commands:
+                if words and sum(map(len, words)) + sum(map(len, command)) > ARG_MAX:
+                    report_vsctl(ovs_ctl.vsctl(*words))
+                    words = []
+                words += command
+            switch.commands = []
+            switch.batch = False
+        if words:
+            report_vsctl(ovs_ctl.vsctl(*words))
+        started = [s for s in switches if s.pid_vswitchd]
+        for switch in switches:
+            if switch not in started:
+                switch.report_failure()
         return started
+
+    def stop(self, deleteIntfs=True):
+        "Delete this bridge from the database; the bridge layer stops its vswitchd."
+        if not self.through_db:
+            self.direct_stop()
+        elif ovs_ctl.ovsdb_pid():
+            report_vsctl(ovs_ctl.vsctl('--if-exists', 'del-br', self.name))
+        super().stop(deleteIntfs)
+
+    @classmethod
+    def batchShutdown(cls, switches, run=None):
+        "Delete all these bridges in one ovs-vsctl transaction."
+        if not cls.through_db:
+            return cls.direct_batch_shutdown(switches)
+        words = []
+        for switch in switches:
+            words += ['--', '--if-exists', 'del-br', switch.name]
+        if words and ovs_ctl.ovsdb_pid():
+            report_vsctl(ovs_ctl.vsctl(*words))
+        return switches
+
+    def attach(self, intf):
+        "Add a data port at run time (after net.addLink), as OVSSwitch.attach."
+        intf = self.intf(intf) if isinstance(intf, str) else intf
+        if not self.through_db:
+            return info(self.appctl('dpctl/add-if', f'{intf.name}={self.ports[intf]}'))
+        return info(self.run_vsctl(['add-port', self.name, intf.name, '--', 'set', 'interface',
+                                    intf.name, f'ofport_request={self.ports[intf]}']))
+
+    def detach(self, intf):
+        "Remove a data port at run time."
+        name = intf if isinstance(intf, str) else intf.name
+        if not self.through_db:
+            return info(self.appctl('dpctl/del-if', name))
+        return info(self.run_vsctl(['del-port', self.name, name]))
+
+    # --- the running vswitchd ------------------------------------------------
+
+    @property
+    def pid_vswitchd(self):
+        if self.proc is not None:
+            return self.proc.pid
+        return process.pid_if_ours(paths.pid_path(self.name), ovs_ctl.VSWITCHD_MARKERS)
 
     def ready(self):
         "Is the vswitchd running and answering on its control socket?"
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is not None and self.proc.poll() is not None:
             return False
         try:
             ok, _ = unixctl.call(self.name, 'version', timeout=1.0)
@@ -192,36 +297,81 @@ class PyOVSSwitch(Switch):
     def dpctl(self, *args):
         """Run a switch command, as OVSSwitch.dpctl.
            dpctl/..., ofproto/..., fdb/... go to the vswitchd's control socket;
-           anything else (dump-flows, ...) is the OpenFlow view, via ovs-ofctl."""
+           anything else (dump-flows, ...) is the OpenFlow view, via ovs-ofctl
+           (on the bridge's <name>.mgmt socket, or on listenPort when direct)."""
         if not args:
             return 'usage: dpctl COMMAND [ARG...] (try dpctl list-commands)\n'
         if '/' in args[0] or args[0] == 'list-commands':
             return self.appctl(*args)
-        if not self.listenPort:
+        if self.through_db:
+            target = self.name
+        elif self.listenPort:
+            target = f'tcp:127.0.0.1:{self.listenPort}'
+        else:
             return "can't run an OpenFlow command without a passive listening port\n"
-        argv = ['ovs-ofctl', '-O', 'OpenFlow13', args[0],
-                f'tcp:127.0.0.1:{self.listenPort}', *args[1:]]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        argv = ['ovs-ofctl', '-O', 'OpenFlow13', args[0], target, *args[1:]]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                              env=ovs_ctl.tool_env())
         return done.stdout + done.stderr
 
-    def attach(self, intf):
-        "Add a data port at run time (after net.addLink)."
-        intf = self.intf(intf) if isinstance(intf, str) else intf
-        info(self.appctl('dpctl/add-if', f'{intf.name}={self.ports[intf]}'))
+    # --- direct start: the vswitchd gets its configuration as argv ------------
+    # (today's default; remove at the switch-over to through_db)
 
-    def detach(self, intf):
-        "Remove a data port at run time."
-        name = intf if isinstance(intf, str) else intf.name
-        info(self.appctl('dpctl/del-if', name))
+    def vswitchd_argv(self, controllers):
+        argv = [vswitchd_python(), '-m', 'mnovs.vswitchd', '--name', self.name,
+                '--dpid', self.dpid, '--fail-mode', self.failMode,
+                '--log-file', paths.log_path(self.name), '--parent-pid', str(os.getpid())]
+        for intf in self.intfList():
+            if intf.name != 'lo':
+                argv += ['--port', f'{intf.name}={self.ports[intf]}']
+        for controller in controllers:
+            argv += ['--controller', f'tcp:{controller.IP()}:{controller.port}']
+        if self.listenPort:
+            argv += ['--listen', str(self.listenPort)]
+        for option, value in [*self.tuning.items(), *self.rate_limits.items()]:
+            if value is not None:
+                argv += ['--' + option.replace('_', '-'), str(value)]
+        if self.verbose:
+            argv.append('--verbose')
+        return argv
 
-    def stop(self, deleteIntfs=True):
+    def direct_start(self, controllers):
+        "Start the vswitchd; batchStartup (or connected) waits for it."
+        os.makedirs(paths.RUN_DIR, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=PROJECT_ROOT)
+        with open(paths.log_path(self.name), 'ab') as log:
+            self.proc = subprocess.Popen(
+                self.vswitchd_argv(controllers), env=env, cwd=PROJECT_ROOT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)   # Ctrl-C in the CLI must not kill switches
+
+    @classmethod
+    def direct_batch_startup(cls, switches):
+        "Wait for the vswitchds started by start() to answer; return those that do."
+        deadline = time.monotonic() + STARTUP_TIMEOUT + 0.1 * len(switches)
+        pending = [s for s in switches if s.proc is not None]
+        started = []
+        while pending and time.monotonic() < deadline:
+            for switch in list(pending):
+                if switch.ready() or switch.proc.poll() is not None:
+                    pending.remove(switch)
+                    if switch.ready():
+                        started.append(switch)
+                    else:
+                        switch.report_failure()
+            time.sleep(0.02)
+        for switch in pending:
+            error(f'*** {switch.name}: vswitchd did not come up in time\n')
+            switch.report_failure()
+        return started
+
+    def direct_stop(self):
         "Stop the vswitchd (SIGTERM, then SIGKILL after EXIT_TIMEOUT) and clean up."
         self.request_exit()
         self.reap()
-        super().stop(deleteIntfs)
 
     @classmethod
-    def batchShutdown(cls, switches, run=None):
+    def direct_batch_shutdown(cls, switches):
         "Stop many vswitchds in parallel."
         for switch in switches:
             switch.request_exit()
@@ -248,6 +398,21 @@ class PyOVSSwitch(Switch):
         remove_runtime_files(self.name)
 
 
+def ensure_database():
+    "Start mnovs's ovsdb-server and bridge layer unless they run (cheap when they do)."
+    try:
+        ovs_ctl.ensure_running(python=vswitchd_python())
+    except (ovs_ctl.CtlError, OSError) as err:
+        error(f'*** pyovs: cannot start its database: {err}\n')
+        raise
+
+
+def report_vsctl(done):
+    "Show what a failed (or complaining) ovs-vsctl said, as Mininet shows errRun's output."
+    if done.returncode or done.stderr:
+        error(f'*** ovs-vsctl (exit {done.returncode}): {done.stderr.strip()}\n')
+
+
 def remove_runtime_files(name):
     for path in (paths.pid_path(name), *paths.ctl_paths(name)):
         try:
@@ -257,28 +422,23 @@ def remove_runtime_files(name):
 
 
 def cleanup():
-    "Mininet's cleanup hook: stop leftover vswitchds by their pid files, remove their files."
-    if not os.path.isdir(paths.RUN_DIR):
-        return
-    for entry in os.listdir(paths.RUN_DIR):
-        if not entry.endswith('.pid'):
-            continue
-        name = entry[:-len('.pid')]
-        try:
-            pid = daemon.read_pidfile(paths.pid_path(name))
-        except OSError:         # stale: nobody holds it any more
-            remove_runtime_files(name)
-            continue
-        try:
-            with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                is_ours = b'mnovs.vswitchd' in f.read()
-        except OSError:
-            is_ours = False
-        if not is_ours:
-            continue            # another live daemon of this run directory: not ours to stop
-        info(f'*** Stopping stale pyovs vswitchd {name} (pid {pid})\n')
-        os.kill(pid, signal.SIGTERM)
-        remove_runtime_files(name)
+    """Mininet's cleanup hook (mn -c): delete our bridges from our database, stop our
+    processes (bridge layer, vswitchds, ovsdb-server) by their pid files, remove their files."""
+    if ovs_ctl.ovsdb_pid():
+        bridges = ovs_ctl.vsctl('list-br', wait=False).stdout.split()
+        if bridges:
+            info(f'*** Deleting pyovs bridges {" ".join(bridges)}\n')
+            report_vsctl(ovs_ctl.vsctl(*[word for bridge in bridges for word in
+                                         ('--', '--if-exists', 'del-br', bridge)], wait=False))
+    ovs_ctl.stop_bridge_layer()
+    for name in ovs_ctl.stop_vswitchds():
+        info(f'*** Stopped stale pyovs vswitchd {name}\n')
+    ovs_ctl.stop_ovsdb()
+    if os.path.isdir(paths.RUN_DIR):
+        for entry in os.listdir(paths.RUN_DIR):
+            name, ext = os.path.splitext(entry)
+            if ext == '.pid' and name not in ('ovsdb-server', 'mnovs-bridge'):
+                remove_runtime_files(name)
 
 
 addCleanupCallback(cleanup)

@@ -22,6 +22,7 @@ from mininet.node import RemoteController  # noqa: E402
 
 from mnovs import paths  # noqa: E402
 from mnovs.switch import PyOVSSwitch  # noqa: E402
+from mnovs_db import veth  # noqa: E402,F401  (a fixture: veth pairs by name)
 
 if os.geteuid() != 0:
     pytest.skip('integration tests need root (network namespaces)', allow_module_level=True)

@@ -19,6 +19,7 @@ from mininet.topolib import TreeTopo
 
 sys.path.insert(0, __file__.rsplit('/experiments/', 1)[0])
 from bench_switches import run_iperf3  # noqa: E402  (experiments/ is on sys.path)
+from mnovs import ovs_ctl  # noqa: E402
 from mnovs.switch import PyOVSSwitch  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def main():
                   switch=partial(PyOVSSwitch, failMode='standalone'),
                   controller=None, autoSetMacs=True)
     try:
-        net.start()
+        net.start()           # starts mnovs's database and bridge layer on first use
         print('*** pyovs demo: tree,2,2 (3 switches, 4 hosts), standalone, no controller')
         loss = net.pingAll()
         print(f'*** pingall: {loss:.0f}% dropped')
@@ -47,4 +48,5 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with ovs_ctl.stopped_afterwards():
+        sys.exit(main())

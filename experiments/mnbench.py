@@ -52,9 +52,11 @@ def run(main):
     """
     if os.geteuid() != 0:
         sys.exit('%s: must run as root (Mininet needs it)' % sys.argv[0])
+    from mnovs import ovs_ctl       # imported late, as mnovs.switch is (switch_spec)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        main()
+        with ovs_ctl.stopped_afterwards():     # pyovs's database, started on first use
+            main()
     except KeyboardInterrupt:
         sys.exit('interrupted; networks and processes stopped')
 

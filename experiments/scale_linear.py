@@ -8,15 +8,13 @@ userspace datapath):
 - build: Mininet creates hosts, switches and links (net.build);
 - start: net.start, which starts every switch and then calls the class's
   batchStartup (one ovs-vsctl transaction for all bridges, for OVS as
-  `mn --switch ovs` does it, and for pyovs when it is configured through
-  its database: PyOVSSwitch.through_db, MNOVS_THROUGH_DB=1 before the
-  switch-over; the table says which);
+  `mn --switch ovs` does it, and for pyovs through mnovs's database);
 - ready: net.waitConnected, until every switch says connected();
 - pingall (N <= --pingall-max only): net.pingAll with a 1 s timeout, wall
   time and loss. It runs N*(N-1) pings one after another, so it mostly
   measures first packets: MAC learning and megaflow set-up along the chain;
 - add-port: s1's host port is deleted (detach), then added back (attach:
-  `ovs-vsctl add-port`, or dpctl/add-if for pyovs configured directly) while
+  `ovs-vsctl add-port`) while
   h1 pings h2 every 10 ms with static ARP entries; the time from the add to
   the first echo reply, median of --add-port-trials;
 - stop: net.stop;
@@ -45,7 +43,7 @@ from mininet.topo import LinearTopo
 
 import mnbench
 
-FIELDS = ('switch', 'config', 'n', 'build_s', 'start_s', 'ready_s', 'pingall_s',
+FIELDS = ('switch', 'n', 'build_s', 'start_s', 'ready_s', 'pingall_s',
           'ping_loss_pct', 'add_port_s', 'stop_s', 'rss_max_mb', 'rss_mean_mb',
           'pss_max_mb', 'pss_mean_mb', 'pss_parent_mb', 'left_behind', 'note')
 KINDS = ('pyovs', 'ovs')
@@ -93,14 +91,9 @@ def pyovs_memory(switches, row):
             row[column + '_max_mb'] = max(sizes)
             row[column + '_mean_mb'] = statistics.mean(sizes)
     parent = ovs_ctl.bridge_pid()
-    if parent and any(switch.proc is None for switch in switches):
+    if parent:
         row['pss_parent_mb'] = pss_mb(parent)
     return pids
-
-
-def pyovs_config():
-    from mnovs.switch import PyOVSSwitch
-    return 'ovsdb' if PyOVSSwitch.through_db else 'direct'
 
 
 def ovs_bridges_left(names):
@@ -141,8 +134,7 @@ def add_port_latency(net):
 def run_one(spec, n, args):
     """Start, settle, (pingall), add-port and stop linear,N on one switch kind."""
     row = dict.fromkeys(FIELDS)
-    row.update(switch=spec.label, n=n, note='',
-               config=pyovs_config() if spec.kind == 'pyovs' else 'ovsdb')
+    row.update(switch=spec.label, n=n, note='')
     if spec.factory is None:
         row['note'] = 'unavailable: %s' % spec.error
         return row
@@ -176,10 +168,10 @@ def report(rows):
     """Print one line per run, then the pyovs/OVS ratios per N."""
     print()
     mnbench.print_table(
-        ['switch', 'config', 'N', 'build s', 'start s', 'ready s', 'pingall s', 'loss %',
+        ['switch', 'N', 'build s', 'start s', 'ready s', 'pingall s', 'loss %',
          'add-port s', 'stop s', 'RSS max MB', 'PSS max MB', 'PSS mean MB',
          'parent PSS MB', 'after stop'],
-        [[r['switch'], r['config'], str(r['n']), mnbench.fmt(r['build_s']),
+        [[r['switch'], str(r['n']), mnbench.fmt(r['build_s']),
           mnbench.fmt(r['start_s']), mnbench.fmt(r['ready_s']),
           mnbench.fmt(r['pingall_s'], 1), mnbench.fmt(r['ping_loss_pct'], 1),
           mnbench.fmt(r['add_port_s'], 3), mnbench.fmt(r['stop_s']),

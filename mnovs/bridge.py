@@ -89,6 +89,13 @@ def ctl_path_of(name, pid):
     return paths.ctl_path(name, pid)
 
 
+def remove_runtime_files(name, pid):
+    """Remove what vswitchd `pid` of bridge `name` leaves when it dies unwarned."""
+    for path in (ctl_path_of(name, pid), paths.pid_path(name),
+                 os.path.join(paths.RUN_DIR, f'{name}.mgmt')):
+        process.remove_file(path)
+
+
 class Vswitchd:
     """One bridge's switch process, as the bridge layer knows it."""
 
@@ -287,6 +294,8 @@ class BridgeLayer:
         for switch in switches:
             if switch.pid is not None:
                 log.info('%s: stopped vswitchd (pid %d)', switch.name, switch.pid)
+                # One that had died first (SIGKILL) could not remove its own files.
+                remove_runtime_files(switch.name, switch.pid)
             switch.pid = None
             process.remove_file(paths.pid_path(switch.name))
 
@@ -412,8 +421,7 @@ class BridgeLayer:
                 log.warning('%s: vswitchd (pid %d) died; restarting in %.0f s',
                             switch.name, pid, delay)
                 # A killed process leaves its files; the next one must not meet them.
-                process.remove_file(ctl_path_of(switch.name, pid))
-                process.remove_file(paths.pid_path(switch.name))
+                remove_runtime_files(switch.name, pid)
                 switch.pid = None
                 switch.applied = None
                 switch.restart_at = time.monotonic() + delay

@@ -21,6 +21,7 @@ pid is ours (mnovs.daemon), so the system's OVS is never touched.
 """
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -195,6 +196,21 @@ def ensure_running(python=None):
     """Start whatever of ovsdb-server and the bridge layer is not running."""
     start_ovsdb()
     start_bridge_layer(python)
+
+
+@contextlib.contextmanager
+def stopped_afterwards():
+    """Stop mnovs's daemons (and the vswitchds they left) when the block ends,
+    unless they were running when it began: for tests, demos and benchmarks,
+    which must leave the machine as they found it."""
+    was_running = ovsdb_pid() and bridge_pid()
+    try:
+        yield
+    finally:
+        if not was_running:
+            stop_bridge_layer()
+            stop_vswitchds()
+            stop_ovsdb()
 
 
 def status_lines():

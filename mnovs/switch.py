@@ -9,20 +9,15 @@ root from its own code object (`co_filename`, which mn sets to this path)
 and puts it on sys.path before importing the rest of mnovs. As a module it is
 plain `from mnovs.switch import PyOVSSwitch`.
 
-A switch is configured one of two ways, chosen by PyOVSSwitch.through_db:
-
-- Through mnovs's database, as Mininet's OVSSwitch configures OVS (issue 8).
-  The class makes sure mnovs's ovsdb-server and bridge layer run
-  (mnovs.ovs_ctl, started on demand), then writes bridges, ports
-  (ofport_request = Mininet's port number), controllers (and ptcp:listenPort),
-  fail_mode, protocols and other_config:datapath-id with the real ovs-vsctl
-  (`vsctl()`); batchStartup and batchShutdown do all switches in one
-  ovs-vsctl transaction each, which returns once the bridge layer has forked
-  and configured every vswitchd. Tuning options become Bridge other_config
-  keys (mnovs.bridge_db.TUNING_KEYS).
-- Directly (today's default, until vswitchd serves bridge/apply): start()
-  spawns `python -m mnovs.vswitchd` with the whole configuration as argv,
-  and batchStartup waits for the processes to answer.
+A switch is configured through mnovs's database, as Mininet's OVSSwitch
+configures OVS. The class makes sure mnovs's ovsdb-server and bridge layer
+run (mnovs.ovs_ctl, started on demand), then writes bridges, ports
+(ofport_request = Mininet's port number), controllers (and ptcp:listenPort),
+fail_mode, protocols and other_config:datapath-id with the real ovs-vsctl
+(`vsctl()`); batchStartup and batchShutdown do all switches in one
+ovs-vsctl transaction each, which returns once the bridge layer has forked
+and configured every vswitchd. Tuning options become Bridge other_config
+keys (mnovs.bridge_db.TUNING_KEYS).
 
 The vswitchd runs with the project's venv Python (.venv/bin/python at the
 project root) when there is one, else with the interpreter running Mininet.
@@ -39,10 +34,8 @@ OVS is never touched.
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 
 from mininet.clean import addCleanupCallback
 from mininet.log import error, info
@@ -60,8 +53,6 @@ if PROJECT_ROOT not in sys.path:
 
 from mnovs import ovs_ctl, paths, process, unixctl  # noqa: E402  (needs the sys.path above)
 
-STARTUP_TIMEOUT = 15.0     # seconds for a batch of vswitchds to come up
-EXIT_TIMEOUT = 3.0         # seconds for a vswitchd to honour SIGTERM
 FAIL_MODES = ('secure', 'standalone')
 ARG_MAX = 128000           # longest ovs-vsctl command line of a batch (as OVSSwitch.argmax)
 
@@ -73,11 +64,6 @@ def vswitchd_python():
 
 class PyOVSSwitch(Switch):
     """An Open vSwitch-shaped switch in Python, one process per node."""
-
-    # SWITCH-OVER (issue 8): configure through mnovs's database. Make this
-    # True (and delete the "direct start" section below) once vswitchd serves
-    # bridge/apply and bridge/status; MNOVS_THROUGH_DB=1 turns it on to try.
-    through_db = os.environ.get('MNOVS_THROUGH_DB') == '1'
 
     def __init__(self, name, failMode='secure', protocols=None, flowLimit=10000,
                  maxIdle=10000, emcSize=8192, macAging=300, ringSlots=64,
@@ -113,7 +99,6 @@ class PyOVSSwitch(Switch):
         self.verbose = verbose
         self.batch = batch
         self.commands = []      # ovs-vsctl words queued for batchStartup
-        self.proc = None
 
     @classmethod
     def setup(cls):
@@ -184,8 +169,6 @@ class PyOVSSwitch(Switch):
 
     def start(self, controllers):
         "Create this bridge in the database (or queue it for batchStartup)."
-        if not self.through_db:
-            return self.direct_start(controllers)
         int(self.dpid, 16)      # as OVSSwitch: a DPID must be hex
         out = self.run_vsctl(self.bridge_command(controllers))
         if out:
@@ -195,8 +178,6 @@ class PyOVSSwitch(Switch):
     @classmethod
     def batchStartup(cls, switches, run=None):
         "Create all queued bridges in one ovs-vsctl transaction; return those that run."
-        if not cls.through_db:
-            return cls.direct_batch_startup(switches)
         ensure_database()
         words = []
         for switch in switches:
@@ -217,17 +198,13 @@ class PyOVSSwitch(Switch):
 
     def stop(self, deleteIntfs=True):
         "Delete this bridge from the database; the bridge layer stops its vswitchd."
-        if not self.through_db:
-            self.direct_stop()
-        elif ovs_ctl.ovsdb_pid():
+        if ovs_ctl.ovsdb_pid():
             report_vsctl(ovs_ctl.vsctl('--if-exists', 'del-br', self.name))
         super().stop(deleteIntfs)
 
     @classmethod
     def batchShutdown(cls, switches, run=None):
         "Delete all these bridges in one ovs-vsctl transaction."
-        if not cls.through_db:
-            return cls.direct_batch_shutdown(switches)
         words = []
         for switch in switches:
             words += ['--', '--if-exists', 'del-br', switch.name]
@@ -238,30 +215,22 @@ class PyOVSSwitch(Switch):
     def attach(self, intf):
         "Add a data port at run time (after net.addLink), as OVSSwitch.attach."
         intf = self.intf(intf) if isinstance(intf, str) else intf
-        if not self.through_db:
-            return info(self.appctl('dpctl/add-if', f'{intf.name}={self.ports[intf]}'))
         return info(self.run_vsctl(['add-port', self.name, intf.name, '--', 'set', 'interface',
                                     intf.name, f'ofport_request={self.ports[intf]}']))
 
     def detach(self, intf):
         "Remove a data port at run time."
         name = intf if isinstance(intf, str) else intf.name
-        if not self.through_db:
-            return info(self.appctl('dpctl/del-if', name))
         return info(self.run_vsctl(['del-port', self.name, name]))
 
     # --- the running vswitchd ------------------------------------------------
 
     @property
     def pid_vswitchd(self):
-        if self.proc is not None:
-            return self.proc.pid
         return process.pid_if_ours(paths.pid_path(self.name), ovs_ctl.VSWITCHD_MARKERS)
 
     def ready(self):
         "Is the vswitchd running and answering on its control socket?"
-        if self.proc is not None and self.proc.poll() is not None:
-            return False
         try:
             ok, _ = unixctl.call(self.name, 'version', timeout=1.0)
         except OSError:
@@ -298,105 +267,15 @@ class PyOVSSwitch(Switch):
         """Run a switch command, as OVSSwitch.dpctl.
            dpctl/..., ofproto/..., fdb/... go to the vswitchd's control socket;
            anything else (dump-flows, ...) is the OpenFlow view, via ovs-ofctl
-           (on the bridge's <name>.mgmt socket, or on listenPort when direct)."""
+           on the bridge's <name>.mgmt socket."""
         if not args:
             return 'usage: dpctl COMMAND [ARG...] (try dpctl list-commands)\n'
         if '/' in args[0] or args[0] == 'list-commands':
             return self.appctl(*args)
-        if self.through_db:
-            target = self.name
-        elif self.listenPort:
-            target = f'tcp:127.0.0.1:{self.listenPort}'
-        else:
-            return "can't run an OpenFlow command without a passive listening port\n"
-        argv = ['ovs-ofctl', '-O', 'OpenFlow13', args[0], target, *args[1:]]
+        argv = ['ovs-ofctl', '-O', 'OpenFlow13', args[0], self.name, *args[1:]]
         done = subprocess.run(argv, capture_output=True, text=True, check=False,
                               env=ovs_ctl.tool_env())
         return done.stdout + done.stderr
-
-    # --- direct start: the vswitchd gets its configuration as argv ------------
-    # (today's default; remove at the switch-over to through_db)
-
-    def vswitchd_argv(self, controllers):
-        argv = [vswitchd_python(), '-m', 'mnovs.vswitchd', '--name', self.name,
-                '--dpid', self.dpid, '--fail-mode', self.failMode,
-                '--log-file', paths.log_path(self.name), '--parent-pid', str(os.getpid())]
-        for intf in self.intfList():
-            if intf.name != 'lo':
-                argv += ['--port', f'{intf.name}={self.ports[intf]}']
-        for controller in controllers:
-            argv += ['--controller', f'tcp:{controller.IP()}:{controller.port}']
-        if self.listenPort:
-            argv += ['--listen', str(self.listenPort)]
-        for option, value in [*self.tuning.items(), *self.rate_limits.items()]:
-            if value is not None:
-                argv += ['--' + option.replace('_', '-'), str(value)]
-        if self.verbose:
-            argv.append('--verbose')
-        return argv
-
-    def direct_start(self, controllers):
-        "Start the vswitchd; batchStartup (or connected) waits for it."
-        os.makedirs(paths.RUN_DIR, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=PROJECT_ROOT)
-        with open(paths.log_path(self.name), 'ab') as log:
-            self.proc = subprocess.Popen(
-                self.vswitchd_argv(controllers), env=env, cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)   # Ctrl-C in the CLI must not kill switches
-
-    @classmethod
-    def direct_batch_startup(cls, switches):
-        "Wait for the vswitchds started by start() to answer; return those that do."
-        deadline = time.monotonic() + STARTUP_TIMEOUT + 0.1 * len(switches)
-        pending = [s for s in switches if s.proc is not None]
-        started = []
-        while pending and time.monotonic() < deadline:
-            for switch in list(pending):
-                if switch.ready() or switch.proc.poll() is not None:
-                    pending.remove(switch)
-                    if switch.ready():
-                        started.append(switch)
-                    else:
-                        switch.report_failure()
-            time.sleep(0.02)
-        for switch in pending:
-            error(f'*** {switch.name}: vswitchd did not come up in time\n')
-            switch.report_failure()
-        return started
-
-    def direct_stop(self):
-        "Stop the vswitchd (SIGTERM, then SIGKILL after EXIT_TIMEOUT) and clean up."
-        self.request_exit()
-        self.reap()
-
-    @classmethod
-    def direct_batch_shutdown(cls, switches):
-        "Stop many vswitchds in parallel."
-        for switch in switches:
-            switch.request_exit()
-        for switch in switches:
-            switch.reap()
-        return switches
-
-    def request_exit(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    def reap(self):
-        "Wait for the vswitchd to end (SIGKILL if it won't); remove its files."
-        if self.proc is not None:
-            try:
-                self.proc.wait(EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-        remove_runtime_files(self.name)
-
 
 def ensure_database():
     "Start mnovs's ovsdb-server and bridge layer unless they run (cheap when they do)."

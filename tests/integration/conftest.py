@@ -20,7 +20,7 @@ from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 from mininet.node import RemoteController  # noqa: E402
 
-from mnovs import paths  # noqa: E402
+from mnovs import ovs_ctl, paths  # noqa: E402
 from mnovs.switch import PyOVSSwitch  # noqa: E402
 from mnovs_db import veth  # noqa: E402,F401  (a fixture: veth pairs by name)
 
@@ -38,6 +38,17 @@ def pid_alive(pid):
             return 'State:\tZ' not in f.read()
     except FileNotFoundError:
         return False
+
+
+@pytest.fixture(scope='session', autouse=True)
+def mnovs_daemons():
+    """mnovs's ovsdb-server and bridge layer, which PyOVSSwitch starts on first use.
+
+    Stopped, with any vswitchd they left, when the session ends, unless they
+    were running before it began.
+    """
+    with ovs_ctl.stopped_afterwards():
+        yield
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 MNOVS_RUN_DIR, MNOVS_DB_DIR and MNOVS_LOG_DIR point every mnovs process the
 test starts at a temporary directory, so it touches neither /var/run/mnovs nor
-the system's OVS; OVS_RUNDIR points ovs-vsctl there. `contract_ready()` says
-whether mnovs's vswitchd serves the bridge layer's commands yet (until then,
-tests use tests/integration/fake_vswitchd.py).
+the system's OVS; OVS_RUNDIR points ovs-vsctl there. Tests of the
+bridge layer alone may run tests/integration/fake_vswitchd.py in place of
+mnovs's vswitchd (fake=True).
 """
 
 import os
-import pathlib
 import subprocess
 import sys
 import time
@@ -19,13 +18,6 @@ from mnovs import process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def contract_ready():
-    """Does some mnovs module other than the bridge layer register bridge/apply?"""
-    package = pathlib.Path(ROOT, 'mnovs')
-    return any("'bridge/apply'" in path.read_text() for path in package.rglob('*.py')
-               if path.name != 'bridge.py')
 
 
 class MnovsDb:

@@ -1,47 +1,19 @@
 """Mininet on pyovs configured through mnovs's database, and the bridge layer's restarts.
 
-PyOVSSwitch.through_db is on for these tests: Mininet's start and stop go
-through ovs-vsctl, and the tests drive the switches only as an OVS user
-would, with s1.vsctl(...) and ovs-ofctl (s1.dpctl, on the s1.mgmt socket).
-They need mnovs's vswitchd to serve the bridge layer's commands
-(bridge/apply, bridge/status) and are skipped until it does.
+Mininet's start and stop go through ovs-vsctl, and the tests drive the
+switches only as an OVS user would, with s1.vsctl(...) and ovs-ofctl
+(s1.dpctl, on the s1.mgmt socket).
 """
 
 import os
 import signal
 import time
 
-import pytest
 from mininet.node import OVSController
 from mininet.topo import SingleSwitchTopo
-from mnovs_db import contract_ready
 
 from mnovs import ovs_ctl, paths, process
-from mnovs.switch import PyOVSSwitch, vswitchd_python
-
-pytestmark = pytest.mark.skipif(not contract_ready(),
-                                reason='vswitchd does not serve bridge/apply yet')
-
-
-@pytest.fixture(scope='module')
-def mnovs_daemons():
-    """mnovs's ovsdb-server and bridge layer for these tests; stopped after if we started them."""
-    was_running = ovs_ctl.ovsdb_pid() and ovs_ctl.bridge_pid()
-    ovs_ctl.ensure_running(python=vswitchd_python())
-    yield
-    if not was_running:
-        ovs_ctl.stop_bridge_layer()
-        ovs_ctl.stop_vswitchds()
-        ovs_ctl.stop_ovsdb()
-
-
-@pytest.fixture
-def db_net(monkeypatch, mnovs_daemons, make_net):
-    # monkeypatch comes first so that it is undone last: make_net stops its
-    # networks through the database.
-    monkeypatch.setattr(PyOVSSwitch, 'through_db', True)
-    return make_net
-
+from mnovs.switch import vswitchd_python
 
 def loss(net, hosts):
     return net.ping(hosts, timeout='1')
@@ -54,8 +26,8 @@ def wait_for(predicate, what, timeout=15.0):
         time.sleep(0.1)
 
 
-def test_driven_only_through_vsctl_and_ofctl(db_net):
-    net = db_net(SingleSwitchTopo(2), fail_mode='secure')
+def test_driven_only_through_vsctl_and_ofctl(make_net):
+    net = make_net(SingleSwitchTopo(2), fail_mode='secure')
     h1, h2, s1 = net.get('h1', 'h2', 's1')
     assert s1.vsctl('list-ports s1').split() == ['s1-eth1', 's1-eth2']
     assert s1.vsctl('get interface s1-eth2 ofport').strip() == '2'
@@ -79,8 +51,8 @@ def test_driven_only_through_vsctl_and_ofctl(db_net):
     assert loss(net, [h1, h2]) == 0
 
 
-def test_bridge_layer_killed_with_traffic_running(db_net):
-    net = db_net(SingleSwitchTopo(2), fail_mode='standalone')
+def test_bridge_layer_killed_with_traffic_running(make_net):
+    net = make_net(SingleSwitchTopo(2), fail_mode='standalone')
     h1, h2, s1 = net.get('h1', 'h2', 's1')
     pid = s1.pid_vswitchd
     ping = h1.popen(['ping', '-c', '60', '-i', '0.05', h2.IP()])
@@ -98,8 +70,8 @@ def test_bridge_layer_killed_with_traffic_running(db_net):
     assert loss(net, [h1, h2]) == 0
 
 
-def test_killed_vswitchd_comes_back_from_the_database(db_net):
-    net = db_net(SingleSwitchTopo(2), fail_mode='secure', controller=OVSController)
+def test_killed_vswitchd_comes_back_from_the_database(make_net):
+    net = make_net(SingleSwitchTopo(2), fail_mode='secure', controller=OVSController)
     h1, h2, s1 = net.get('h1', 'h2', 's1')
     net.waitConnected(timeout=10)
     assert loss(net, [h1, h2]) == 0

@@ -31,7 +31,7 @@ import time
 import pytest
 from mininet.topo import SingleSwitchTopo
 
-from mnovs import paths
+from mnovs import paths, process
 
 PING_OK = ' 0% packet loss'
 LISTEN_PORT = 16654               # make_net's passive OpenFlow port of s1
@@ -211,7 +211,7 @@ def start_new_flows(src, dst, count=4000):
 
 def assert_survived(net, switch, pid, idle_client):
     """After the soak: same vswitchd, every port forwards, control answers, drops named."""
-    assert switch.proc.poll() is None and switch.pid_vswitchd == pid, 'vswitchd restarted or died'
+    assert process.is_alive(pid) and switch.pid_vswitchd == pid, 'vswitchd restarted or died'
     show = switch.dpctl('dpctl/show')     # answered while the idle client holds its connection
     print(f'{switch.name} after the soak:\n{show}')     # the counters, for `pytest -s`
     assert 'lookups:' in show, show

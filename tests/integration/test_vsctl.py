@@ -3,8 +3,6 @@
 Each scenario runs the same ovs-vsctl commands on both sides and compares, per
 command, the exit status, the output and the error text:
 - mnovs: a private database, bridge layer and switches (mnovs_db.MnovsDb).
-  Until mnovs's vswitchd serves bridge/apply, the switches are the contract's
-  stand-in (fake_vswitchd), so the database side is tested either way.
 - OVS: the system's daemons, started by the fixture with ovs-ctl if they are
   down (and stopped again), bridges with datapath_type=netdev (this kernel has
   no openvswitch module), deleted at the end.
@@ -21,7 +19,7 @@ import re
 import subprocess
 
 import pytest
-from mnovs_db import MnovsDb, contract_ready
+from mnovs_db import MnovsDb
 
 OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
 SYSTEM_RUNDIR = '/var/run/openvswitch'
@@ -82,7 +80,7 @@ def system_ovs():
 
 @pytest.fixture
 def both(system_ovs, tmp_path):
-    mnovs = MnovsDb(tmp_path, fake=not contract_ready())
+    mnovs = MnovsDb(tmp_path)
     try:
         mnovs.start()
         yield mnovs, system_ovs

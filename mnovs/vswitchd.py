@@ -26,9 +26,9 @@ Port numbers are the same in the datapath and in OpenFlow. The port named
 like the bridge, an internal (TAP) port, is LOCAL: OFPP_LOCAL, 0xfffffffe,
 in both (dp/datapath.py LOCAL_PORT).
 
-It stops on SIGTERM, SIGINT or the `exit` command, or when the process that
-started it (--parent-pid: Mininet) is gone, and then removes its control
-socket, management socket and pid file.
+It stops on SIGTERM (from the bridge layer, mnovs/bridge.py, which forked
+it), SIGINT or the `exit` command, and then removes its control socket,
+management socket and pid file.
 """
 
 import argparse
@@ -123,8 +123,6 @@ def build_parser():
                    help='passive OpenFlow port (ptcp:PORT)')
     p.add_argument('--ctl', default=None, help='control socket path')
     p.add_argument('--pidfile', default=None, help='pid file path')
-    p.add_argument('--parent-pid', type=positive(int), default=None, metavar='PID',
-                   help='exit when this process is gone (Mininet passes its own pid)')
     p.add_argument('--log-file', default=None, help='log file (default: stderr)')
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     p.add_argument('--flow-limit', type=positive(int), default=10000,
@@ -148,16 +146,6 @@ def build_parser():
                    help=f'upcalls waiting per port before they are lost '
                         f'(default {UPCALL_QUEUE_LEN})')
     return p
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StopSignals:
@@ -428,9 +416,6 @@ class VSwitchd:
                 dp.check_rings(now)
                 next_ring_check = now + RING_CHECK_INTERVAL
             if now >= next_tick:
-                if self.args.parent_pid and not process_alive(self.args.parent_pid):
-                    log.warning('parent process %d is gone: exiting', self.args.parent_pid)
-                    break
                 self.ofproto.run_periodic(now)
                 self.dp.run_periodic(now)
                 self.normal.run_periodic(now)

@@ -84,18 +84,6 @@ def call_vswitchd(name, method, *params, timeout=CALL_TIMEOUT):
     return unixctl.call(name, method, params, timeout)
 
 
-def ctl_path_of(name, pid):
-    """The control socket of bridge `name`'s vswitchd with this pid (OVS: <name>.<pid>.ctl)."""
-    return paths.ctl_path(name, pid)
-
-
-def remove_runtime_files(name, pid):
-    """Remove what vswitchd `pid` of bridge `name` leaves when it dies unwarned."""
-    for path in (ctl_path_of(name, pid), paths.pid_path(name),
-                 os.path.join(paths.RUN_DIR, f'{name}.mgmt')):
-        process.remove_file(path)
-
-
 class Vswitchd:
     """One bridge's switch process, as the bridge layer knows it."""
 
@@ -295,9 +283,8 @@ class BridgeLayer:
             if switch.pid is not None:
                 log.info('%s: stopped vswitchd (pid %d)', switch.name, switch.pid)
                 # One that had died first (SIGKILL) could not remove its own files.
-                remove_runtime_files(switch.name, switch.pid)
+                paths.remove_switch_files(switch.name)
             switch.pid = None
-            process.remove_file(paths.pid_path(switch.name))
 
     def configure(self, switch, state):
         """Wait for a vswitchd's control socket, apply `state`, read its status (in a thread).
@@ -421,7 +408,7 @@ class BridgeLayer:
                 log.warning('%s: vswitchd (pid %d) died; restarting in %.0f s',
                             switch.name, pid, delay)
                 # A killed process leaves its files; the next one must not meet them.
-                remove_runtime_files(switch.name, pid)
+                paths.remove_switch_files(switch.name)
                 switch.pid = None
                 switch.applied = None
                 switch.restart_at = time.monotonic() + delay

@@ -46,7 +46,7 @@ VERSION = '0.1.0'
 OVSDB_MARKERS = (f'punix:{DB_SOCK}'.encode(),)
 BRIDGE_MARKERS = (b'mnovs.bridge',)
 # A vswitchd is forked from the bridge layer (so it shows the bridge layer's
-# argv) or, in the plugin's direct mode, started as `python -m mnovs.vswitchd`.
+# argv) or started by hand as `python -m mnovs.vswitchd`.
 VSWITCHD_MARKERS = (b'mnovs.bridge', b'mnovs.vswitchd')
 
 START_TIMEOUT = 10.0
@@ -203,13 +203,14 @@ def stopped_afterwards():
     """Stop mnovs's daemons (and the vswitchds they left) when the block ends,
     unless they were running when it began: for tests, demos and benchmarks,
     which must leave the machine as they found it."""
-    was_running = ovsdb_pid() and bridge_pid()
+    had_ovsdb, had_bridge_layer = ovsdb_pid(), bridge_pid()
     try:
         yield
     finally:
-        if not was_running:
+        if not had_bridge_layer:
             stop_bridge_layer()
-            stop_vswitchds()
+            stop_vswitchds()            # the bridge layer leaves its switches running
+        if not had_ovsdb:
             stop_ovsdb()
 
 

@@ -2,6 +2,7 @@
 
     /var/run/mnovs/<name>.pid         pid of the daemon, fcntl-locked while it runs
     /var/run/mnovs/<name>.<pid>.ctl   its control socket (unixctl)
+    /var/run/mnovs/<name>.mgmt        a bridge's OpenFlow management socket
     /tmp/<name>-pyovs.log             log (Mininet keeps its switch logs in /tmp)
 
 The run directory is OVS_RUNDIR for OVS's own tools: `OVS_RUNDIR=/var/run/mnovs
@@ -26,6 +27,19 @@ def pid_path(name):
 
 def log_path(name):
     return os.path.join(LOG_DIR, f'{name}-pyovs.log')
+
+
+def mgmt_path(name):
+    return os.path.join(RUN_DIR, f'{name}.mgmt')
+
+
+def remove_switch_files(name):
+    """Remove what a switch that died unwarned (SIGKILL) left: pid file, sockets."""
+    for path in (pid_path(name), mgmt_path(name), *ctl_paths(name)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def ctl_paths(name):

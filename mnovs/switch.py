@@ -277,6 +277,7 @@ class PyOVSSwitch(Switch):
                               env=ovs_ctl.tool_env())
         return done.stdout + done.stderr
 
+
 def ensure_database():
     "Start mnovs's ovsdb-server and bridge layer unless they run (cheap when they do)."
     try:
@@ -290,14 +291,6 @@ def report_vsctl(done):
     "Show what a failed (or complaining) ovs-vsctl said, as Mininet shows errRun's output."
     if done.returncode or done.stderr:
         error(f'*** ovs-vsctl (exit {done.returncode}): {done.stderr.strip()}\n')
-
-
-def remove_runtime_files(name):
-    for path in (paths.pid_path(name), *paths.ctl_paths(name)):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def cleanup():
@@ -317,7 +310,7 @@ def cleanup():
         for entry in os.listdir(paths.RUN_DIR):
             name, ext = os.path.splitext(entry)
             if ext == '.pid' and name not in ('ovsdb-server', 'mnovs-bridge'):
-                remove_runtime_files(name)
+                paths.remove_switch_files(name)
 
 
 addCleanupCallback(cleanup)

@@ -44,10 +44,14 @@ Megaflows carry stats (packets, bytes, last used, TCP flags), expire after
 `max_idle` seconds without traffic (OVS's default is 10 s), and are bounded
 by `flow_limit`: at the limit the least recently used tenth is evicted.
 
-Ring health (see netdev.py): `check_rings` runs several times a second. A
-ring the kernel has wedged (drops counted while no frame arrives and every
-slot is empty) is freed and made again in place, counted under the
-recovery `rx-ring-reset`.
+Ring health (see netdev.py): `check_rings` runs several times a second and
+counts each cure under `recoveries`: frames that no wake-up announced are
+read (`rx-missed-wakeup`); a reader that got ahead of the kernel's head is
+put back in step (`rx-resync`); a ring the kernel wedged (drops while no
+frame arrives and every slot is empty) is freed and made again in place
+(`rx-ring-reset`, or `rx-ring-lost` when no new ring can be had and the port
+reads its socket instead). A slot the kernel gave up is skipped after a
+grace period, counted as the drop `rx-slot-abandoned`.
 
 Cost per packet on a hit: no receive system call (frames arrive in a
 PACKET_MMAP ring, see netdev.py), flow_extract, one dict lookup in the EMC,
@@ -255,10 +259,13 @@ class Datapath:
         return self.flow_del_if(lambda flow: flow.used < limit)
 
     def run_periodic(self, now):
-        """Housekeeping, about once a second: idle expiry, mask order, rings."""
+        """Housekeeping, about once a second: idle expiry, mask order.
+
+        The rings have their own, faster check (check_rings), which the
+        poll loop runs several times a second.
+        """
         self.expire(now)
         self.classifier.rebalance()
-        self.check_rings(now)
 
     def check_rings(self, now):
         """Count the frames the kernel dropped at each ring; unstick stuck readers.
@@ -278,21 +285,30 @@ class Datapath:
         a second: a stuck port is out of service until it runs.
         """
         for port in list(self.ports.values()):
-            if port.ring is None:
-                continue
             drops = port.kernel_drops()
             if drops:
                 port.rx_dropped += drops
                 self.count_drop('rx-ring', drops)    # ring full, or wedged (below)
-            if port.rx_packets == port.rx_checked:
-                if STATUS.unpack_from(port.ring_view,
-                                      port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+            if port.ring is None:
+                continue
+            waiting = STATUS.unpack_from(port.ring_view,
+                                         port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER
+            if port.rx_packets != port.rx_checked:
+                port.waiting_at = None
+            elif waiting:
+                # A frame that came after this turn's wait has its wake-up
+                # still to come: only one seen at the last check as well
+                # was missed.
+                if port.waiting_at == port.rx_slot:
                     self._count_recovery('rx-missed-wakeup')
                     self.port_input(port)
-                elif drops and ring_empty(port):
-                    self._reset_ring(port)
+                    port.waiting_at = None
                 else:
-                    self._rescue_ring(port, now)
+                    port.waiting_at = port.rx_slot
+            elif drops and ring_empty(port):
+                self._reset_ring(port)
+            else:
+                self._rescue_ring(port, now)
             port.rx_checked = port.rx_packets
 
     def _reset_ring(self, port):
@@ -332,7 +348,8 @@ class Datapath:
             base = slot * RING_FRAME_SIZE
             status, length, snaplen, mac, _, _, _, tci, tpid = TPACKET2_HDR.unpack_from(ring, base)
             if not status & TP_STATUS_USER:
-                if done or not self._skip_abandoned_slot(port, slot, now):
+                if done or not (self._step_back(port, slot)
+                                or self._skip_abandoned_slot(port, slot, now)):
                     break
                 slot = port.rx_slot
                 continue
@@ -368,6 +385,27 @@ class Datapath:
             if port.ring is not None and STATUS.unpack_from(
                     port.ring_view, port.rx_slot * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
                 self.port_input(port)
+
+    def _step_back(self, port, slot):
+        """Move a reader that is one slot ahead of the kernel back in step.
+
+        The reader consumes slots in order and hands each back at once, so
+        a full slot just behind an empty one it waits at can only mean that
+        it got ahead of the kernel's head (after a skip): the kernel writes
+        there, and the socket stays readable for that slot, so the loop
+        would spin until the grace period ran out. Nothing is lost; counted
+        under the recovery `rx-resync`.
+
+        Returns:
+            True if port.rx_slot now points at a full slot to read.
+        """
+        behind = (slot - 1) % port.ring_slots
+        if not STATUS.unpack_from(port.ring_view, behind * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
+            return False
+        port.rx_slot = behind
+        port.stalled_since = None
+        self._count_recovery('rx-resync')
+        return True
 
     def _skip_abandoned_slot(self, port, slot, now):
         """Decide whether the empty slot the reader waits at was given up.

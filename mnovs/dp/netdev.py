@@ -83,7 +83,7 @@ class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
     __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'ring_slots',
-                 'rx_slot', 'stalled_since', 'rx_checked',
+                 'rx_slot', 'stalled_since', 'rx_checked', 'waiting_at',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 
@@ -102,6 +102,7 @@ class Port:
         self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
         self.tx_packets = self.tx_bytes = self.tx_dropped = 0
         self.rx_checked = 0              # rx_packets at the last ring health check
+        self.waiting_at = None           # reader slot seen full then, with nothing read
 
     def fileno(self):
         return self.fd

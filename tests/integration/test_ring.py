@@ -59,9 +59,9 @@ def test_ring_recovers_from_a_given_up_slot_when_full(ring_port):
     # can move the reader on.
     STATUS.pack_into(port.ring_view, 0, TP_STATUS_KERNEL)
     now = time.monotonic()
-    dp.run_periodic(now)            # starts the grace period
+    dp.check_rings(now)             # starts the grace period
     assert seen == []
-    dp.run_periodic(now + 1.0)      # a second later: skips the slot, reads on
+    dp.check_rings(now + 1.0)       # a second later: skips the slot, reads on
     dp.handle_upcalls()
     assert len(seen) == 7
     assert dp.stats()['drops'].get('rx-slot-abandoned') == 1
@@ -78,12 +78,31 @@ def test_frames_left_without_a_wakeup_are_read_by_the_ring_check(ring_port):
     dp, port, sender, seen = ring_port
     send(sender, 3)
     now = time.monotonic()
-    dp.check_rings(now)             # nobody called port_input: the check reads
+    dp.check_rings(now)             # its wake-up may still be on the way: wait
+    assert seen == [] and dp.stats()['recoveries'] == {}
+    dp.check_rings(now + 0.1)       # still waiting at the next check: missed
     dp.handle_upcalls()
     assert len(seen) == 3
     assert dp.stats()['recoveries'] == {'rx-missed-wakeup': 1}
     send(sender, 2)
     dp.port_input(port)             # a normal wake-up: no recovery counted
-    dp.check_rings(now + 0.1)
+    dp.check_rings(now + 0.2)
+    dp.check_rings(now + 0.3)
     dp.handle_upcalls()
     assert len(seen) == 5 and dp.stats()['recoveries'] == {'rx-missed-wakeup': 1}
+
+
+def test_a_reader_ahead_of_the_kernel_steps_back(ring_port):
+    # After a skip the reader can be one slot ahead of the kernel's head:
+    # the next frame lands just behind it.
+    dp, port, sender, seen = ring_port
+    port.rx_slot = 1
+    send(sender, 1)                 # into slot 0, behind the reader
+    dp.port_input(port)
+    dp.handle_upcalls()
+    assert len(seen) == 1 and dp.stats()['recoveries'] == {'rx-resync': 1}
+    send(sender, 2)                 # in step again: slots 1 and 2
+    dp.port_input(port)
+    dp.handle_upcalls()
+    assert len(seen) == 3 and dp.stats()['recoveries'] == {'rx-resync': 1}
+    assert 'rx-slot-abandoned' not in dp.stats()['drops']

@@ -573,10 +573,10 @@ class OFProto:
         if self.need_revalidate:
             self.revalidate()
         elif self.rules_added or self.rules_gone:
-            select = affected_by(self.rules_added, self.rules_gone)
-            self.rules_added.clear()
-            self.rules_gone.clear()
-            revalidate(self.dp, self.is_stale, select)
+            added, gone = self.rules_added, self.rules_gone
+            self.rules_added, self.rules_gone = [], []
+            if len(self.dp.classifier):     # ovs-ofctl sends a BARRIER per flow_mod
+                revalidate(self.dp, self.is_stale, affected_by(added, gone))
 
     def run(self, now=None):
         """After each turn of the poll loop: revalidate what changed, release packet-ins.

@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 import ovs.db.idl
 import ovs.poller
 
-from mnovs import bridge_db, ovs_ctl, paths, process, unixctl
+from mnovs import bridge_db, daemon, ovs_ctl, paths, process, unixctl
 from mnovs import vswitchd as vswitchd_main   # imported here so forked children start warm
 
 log = logging.getLogger('mnovs.bridge')
@@ -451,9 +451,10 @@ def main(argv=None):
     os.makedirs(paths.RUN_DIR, exist_ok=True)
     # Two bridge layers would both fork switches for every bridge: the pid
     # file's lock lets only one run.
-    pidfile = process.lock_pidfile(args.pidfile)
-    if pidfile is None:
-        log.info('a bridge layer runs already (pid %s)', process.read_pid(args.pidfile))
+    try:
+        pidfile = daemon.Pidfile(args.pidfile)
+    except FileExistsError as err:
+        log.info('a bridge layer runs already: %s', err.strerror)
         return 0
     layer = BridgeLayer(args.db, switch_main=switch_main)
     layer.install_signals()
@@ -463,8 +464,7 @@ def main(argv=None):
         log.info('bridge layer stopping on %s; vswitchds keep running', layer.stop_reason)
     finally:
         layer.close()
-        process.remove_file(args.pidfile)
-        pidfile.close()
+        pidfile.remove()
     return 0
 
 

@@ -78,6 +78,14 @@ class Pidfile:
         self.fd = None
 
 
+def live_pid(path):
+    """The pid of the live daemon that holds the pid file at `path`, or None."""
+    try:
+        return read_pidfile(path)
+    except OSError:                 # missing, stale or unreadable: no live daemon there
+        return None
+
+
 def read_pidfile(path):
     """Return the pid of the live process that holds the pid file at `path`.
 

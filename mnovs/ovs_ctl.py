@@ -28,7 +28,7 @@ import sys
 import time
 
 import mnovs
-from mnovs import paths, process
+from mnovs import daemon, paths, process
 
 SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
 DB_DIR = os.environ.get('MNOVS_DB_DIR', '/var/lib/mnovs')
@@ -154,7 +154,7 @@ def start_bridge_layer(python=None, verbose=False):
                 return bridge_pid()       # another one started meanwhile: use it
             raise CtlError(f'the bridge layer exited with status {proc.returncode}; '
                            f'see {BRIDGE_LOG}')
-        if process.read_pid(BRIDGE_PIDFILE) == proc.pid:
+        if daemon.live_pid(BRIDGE_PIDFILE) == proc.pid:
             return proc.pid
         time.sleep(0.02)
     raise CtlError(f'the bridge layer did not start in {START_TIMEOUT:.0f} s; see {BRIDGE_LOG}')
@@ -204,12 +204,16 @@ def stopped_afterwards():
     unless they were running when it began: for tests, demos and benchmarks,
     which must leave the machine as they found it."""
     had_ovsdb, had_bridge_layer = ovsdb_pid(), bridge_pid()
+    switches_before = set(vswitchd_pids().values())
     try:
         yield
     finally:
         if not had_bridge_layer:
             stop_bridge_layer()
-            stop_vswitchds()            # the bridge layer leaves its switches running
+            # The bridge layer leaves its switches running: stop those the
+            # block's bridge layer started, by pid, and no other.
+            process.stop_pids([pid for pid in vswitchd_pids().values()
+                               if pid not in switches_before])
         if not had_ovsdb:
             stop_ovsdb()
 

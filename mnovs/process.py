@@ -7,48 +7,19 @@ after a crash -- first checks that the pid still belongs to an mnovs process
 (its /proc/PID/cmdline names the program), because pids are reused and the
 system's own OVS keeps pid files of the same names in another directory.
 
-Pid files are read in one place (`read_pid`) and locked in one
-(`lock_pidfile`), so that OVS's locked pid files (mnovs.daemon on main:
-read_pidfile, Pidfile) can take over there.
+Pid files themselves are OVS's locked ones (mnovs.daemon): a pid is read
+only from a file its live process holds.
 
 Nothing here is on a hot path; every call is a few syscalls.
 """
 
-import fcntl
 import os
 import signal
 import time
 
+from mnovs import daemon
+
 STOP_TIMEOUT = 3.0      # seconds a daemon gets to honour SIGTERM before SIGKILL
-
-
-def read_pid(path):
-    """Return the pid in `path`, or None if there is no readable pid."""
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def lock_pidfile(path):
-    """Take the lock of pid file `path` and write our pid in it, as OVS's daemons do.
-
-    Returns:
-        the open file, which holds the lock until it is closed (keep it), or
-        None if another live process holds it: that one is the running daemon.
-    """
-    f = open(path, 'a+')
-    try:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    f.seek(0)
-    f.truncate()
-    f.write(f'{os.getpid()}\n')
-    f.flush()
-    return f
 
 
 def remove_file(path):
@@ -88,7 +59,7 @@ def is_ours(pid, markers):
 
 def pid_if_ours(path, markers):
     """The pid in pid file `path` if it is a live process of ours, else None."""
-    pid = read_pid(path)
+    pid = daemon.live_pid(path)
     return pid if is_ours(pid, markers) else None
 
 

@@ -294,8 +294,10 @@ def report_vsctl(done):
 
 
 def cleanup():
-    """Mininet's cleanup hook (mn -c): delete our bridges from our database, stop our
-    processes (bridge layer, vswitchds, ovsdb-server) by their pid files, remove their files."""
+    """Mininet's cleanup hook (mn -c): delete the bridges of mnovs's own database, stop
+    mnovs's processes (bridge layer, vswitchds, ovsdb-server) by the pids in their locked
+    pid files, each checked to be ours by its command line, and remove their files.
+    Nothing is looked up or killed by name, and the system's OVS is not touched."""
     if ovs_ctl.ovsdb_pid():
         bridges = ovs_ctl.vsctl('list-br', wait=False).stdout.split()
         if bridges:

@@ -17,7 +17,7 @@ import os
 import selectors
 import signal
 
-from mnovs import paths, process
+from mnovs import daemon, paths
 from mnovs.unixctl import CommandError, UnixctlServer
 
 OFPP_LOCAL = 0xfffffffe
@@ -90,7 +90,7 @@ def main(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument('--name', required=True)
     args, _ = parser.parse_known_args(argv)
-    pidfile = process.lock_pidfile(paths.pid_path(args.name))
+    pidfile = daemon.Pidfile(paths.pid_path(args.name))
     switch = FakeSwitch(args.name)
     selector = selectors.DefaultSelector()
     server = control_server(args.name, selector)
@@ -102,6 +102,5 @@ def main(argv):
         for key, events in selector.select(0.2):
             key.data(events)
     server.close()
-    process.remove_file(paths.pid_path(args.name))
-    pidfile.close()
+    pidfile.remove()
     return 0

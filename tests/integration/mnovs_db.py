@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mnovs import process
+from mnovs import daemon
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -51,7 +51,7 @@ class MnovsDb:
             self.bridge_proc = subprocess.Popen(
                 argv,
                 env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-        self.wait_for(lambda: process.read_pid(self.path('mnovs-bridge.pid'))
+        self.wait_for(lambda: daemon.live_pid(self.path('mnovs-bridge.pid'))
                       == self.bridge_proc.pid, 'bridge layer pid file')
 
     def kill_bridge_layer(self):
@@ -78,7 +78,7 @@ class MnovsDb:
         return done.stdout.strip()
 
     def pid(self, bridge):
-        return process.read_pid(self.path(f'{bridge}.pid'))
+        return daemon.live_pid(self.path(f'{bridge}.pid'))
 
     @staticmethod
     def wait_for(predicate, what, timeout=15.0):

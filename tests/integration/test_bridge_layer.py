@@ -16,7 +16,7 @@ import sys
 import pytest
 from mnovs_db import ROOT, MnovsDb
 
-from mnovs import process
+from mnovs import daemon, process
 
 if os.geteuid() != 0:
     pytest.skip('needs root (ovsdb-server, veths)', allow_module_level=True)
@@ -127,5 +127,5 @@ def test_a_second_bridge_layer_leaves_the_running_one_alone(db):
     second = subprocess.run([sys.executable, '-m', 'mnovs.bridge', '--log-file', db.log],
                             env=db.env, cwd=ROOT, timeout=10, check=False)
     assert second.returncode == 0
-    assert process.read_pid(db.path('mnovs-bridge.pid')) == first
+    assert daemon.live_pid(db.path('mnovs-bridge.pid')) == first
     assert db.bridge_proc.poll() is None

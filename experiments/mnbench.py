@@ -16,7 +16,7 @@ else:
   Cleanup defers further Ctrl-C (`deferred_signals`) so that a second
   impatient Ctrl-C cannot leave veths or switches behind.
   every process is stopped by its own pid, every net by its own stop();
-- small readers (`rss_mb`, `pid_alive`) and output (`print_table`,
+- small readers (`rss_mb`, `pss_mb`, `pid_alive`) and output (`print_table`,
   `write_csv`, `median`).
 
 The scripts must run as root with a Python that sees Mininet and mnovs, such
@@ -371,12 +371,22 @@ def pid_alive(pid):
 
 def rss_mb(pid):
     """Return the resident set size of pid in MiB (VmRSS), or None."""
+    return _proc_kb_field(pid, 'status', 'VmRSS')
+
+
+def pss_mb(pid):
+    """Return the proportional set size of pid in MiB (smaps_rollup), or None."""
+    return _proc_kb_field(pid, 'smaps_rollup', 'Pss')
+
+
+def _proc_kb_field(pid, name, field):
+    """A kB field of /proc/PID/<name>, in MiB, or None if pid is gone."""
     try:
-        with open('/proc/%d/status' % pid) as status:
-            for line in status:
-                if line.startswith('VmRSS:'):
+        with open('/proc/%d/%s' % (pid, name)) as lines:
+            for line in lines:
+                if line.startswith(field + ':'):
                     return int(line.split()[1]) / 1024
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         pass
     return None
 

@@ -69,30 +69,18 @@ def parse_args():
     return parser.parse_args()
 
 
-def pss_mb(pid):
-    """Proportional set size of pid in MiB (smaps_rollup), or None."""
-    try:
-        with open('/proc/%d/smaps_rollup' % pid) as rollup:
-            for line in rollup:
-                if line.startswith('Pss:'):
-                    return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return None
-
-
 def pyovs_memory(switches, row):
     """Fill the RSS and PSS columns from the vswitchds of these switches."""
     from mnovs import ovs_ctl
     pids = [pid for pid in (switch.pid_vswitchd for switch in switches) if pid]
-    for column, reader in (('rss', mnbench.rss_mb), ('pss', pss_mb)):
+    for column, reader in (('rss', mnbench.rss_mb), ('pss', mnbench.pss_mb)):
         sizes = [size for size in map(reader, pids) if size is not None]
         if sizes:
             row[column + '_max_mb'] = max(sizes)
             row[column + '_mean_mb'] = statistics.mean(sizes)
     parent = ovs_ctl.bridge_pid()
     if parent:
-        row['pss_parent_mb'] = pss_mb(parent)
+        row['pss_parent_mb'] = mnbench.pss_mb(parent)
     return pids
 
 

@@ -70,7 +70,7 @@ from mnovs.dp import actions as odp_actions
 from mnovs.dp.classifier import Classifier, Megaflow
 from mnovs.dp.emc import MicroflowCache
 from mnovs.dp.meter import MeterTable
-from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract
+from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract, md_of
 from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KERNEL,
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
                              TPACKET2_HDR, Port, restore_vlan_tag)
@@ -170,6 +170,7 @@ class Datapath:
             port = Port(port_no, name, self.ring_slots)
         else:
             raise ValueError(f'unknown port type "{port_type}"')
+        port.md = md_of(port_no)        # flow_extract's metadata for its packets
         self.ports[port_no] = port
         return port
 
@@ -461,7 +462,7 @@ class Datapath:
         size = len(packet) - VNET_HDR_LEN
         port.rx_packets += 1
         port.rx_bytes += size
-        key, error = flow_extract(packet[VNET_HDR_LEN:], port_no)
+        key, error = flow_extract(packet[VNET_HDR_LEN:], port.md)
         if error is not None:
             self.malformed[error] = self.malformed.get(error, 0) + 1
             if key is None:

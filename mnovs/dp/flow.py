@@ -1,6 +1,6 @@
 """Flow keys: what the datapath's caches match a packet on (OVS lib/flow.c).
 
-A flow key is a fixed-layout bytes string of KEY_LEN (108) bytes, the fields
+A flow key is a fixed-layout bytes string of KEY_LEN (136) bytes, the fields
 of FLOW_FIELDS packed big-endian with no padding, much as OVS's struct flow.
 A megaflow mask has the same layout, so masking a key is one integer AND:
 
@@ -8,10 +8,20 @@ A megaflow mask has the same layout, so masking a key is one integer AND:
 
 and any bytes-keyed dict (microflow cache, subtable) can hold keys as they come.
 
-    in_port I | eth_dst 6s | eth_src 6s | eth_type H | vlan_tpid H | vlan_tci H
-    mpls_lse I | nw_src 4s | nw_dst 4s | ipv6_src 16s | ipv6_dst 16s
-    ipv6_label I | nw_proto B | nw_tos B | nw_ttl B | nw_frag B
-    tp_src H | tp_dst H | tcp_flags H | arp_sha 6s | arp_tha 6s | nd_target 16s
+    metadata:  recirc_id I | dp_hash I | tun_id Q | tun_src 4s | tun_dst 4s
+               tun_tos B | tun_ttl B | tun_flags H | in_port I
+    packet:    eth_dst 6s | eth_src 6s | eth_type H | vlan_tpid H | vlan_tci H
+               mpls_lse I | nw_src 4s | nw_dst 4s | ipv6_src 16s | ipv6_dst 16s
+               ipv6_label I | nw_proto B | nw_tos B | nw_ttl B | nw_frag B
+               tp_src H | tp_dst H | tcp_flags H | arp_sha 6s | arp_tha 6s
+               nd_target 16s
+
+The metadata (OVS's pkt_metadata: recirculation id, datapath hash, tunnel
+metadata of a packet that arrived through a tunnel, input port) is not in
+the frame: the receiver knows it. It comes first and is MD_LEN bytes, so
+flow_extract takes it ready-made (md_of(), cached per port by the datapath)
+and copies it into the key as one field; a packet from a plain port has
+only in_port set.
 
 Invariants:
 - A field the packet does not have is 0 (all-zero bytes); so is every field
@@ -101,8 +111,27 @@ ERR_TRUNCATED_ICMPV6 = 'truncated-icmpv6'
 ERR_TRUNCATED_ND = 'truncated-nd'
 ERR_BAD_ND_OPTION = 'bad-nd-option'
 
-FLOW_FIELDS = (
+# Tunnel flags (OVS's FLOW_TNL_F_*), in tun_flags and in a TunnelSpec.
+FLOW_TNL_F_DONT_FRAGMENT = 1 << 0   # outer IPv4 header had / gets DF
+FLOW_TNL_F_CSUM = 1 << 1            # outer UDP checksum present / to compute
+FLOW_TNL_F_KEY = 1 << 2             # the tunnel header carried / carries a key (VNI)
+
+MD_FIELDS = (
+    ('recirc_id', 'I'),     # recirculation pass; 0 for a packet from a port
+    ('dp_hash', 'I'),       # result of the datapath's hash action
+    ('tun_id', 'Q'),        # tunnel key (VXLAN VNI) of a packet from a tunnel
+    ('tun_src', '4s'),      # outer IPv4 source of a packet from a tunnel
+    ('tun_dst', '4s'),      # outer IPv4 destination (our local address)
+    ('tun_tos', 'B'),       # outer IPv4 tos
+    ('tun_ttl', 'B'),       # outer IPv4 ttl
+    ('tun_flags', 'H'),     # FLOW_TNL_F_* seen on the outer headers
     ('in_port', 'I'),       # datapath port number
+)
+PACKET_MD = struct.Struct('!' + ''.join(code for _, code in MD_FIELDS))
+MD_LEN = PACKET_MD.size
+assert MD_LEN == 32
+
+FLOW_FIELDS = MD_FIELDS + (
     ('eth_dst', '6s'),
     ('eth_src', '6s'),
     ('eth_type', 'H'),      # after all tags; FLOW_DL_TYPE_NONE for 802.3
@@ -127,7 +156,10 @@ FLOW_FIELDS = (
 )
 FLOW_KEY = struct.Struct('!' + ''.join(code for _, code in FLOW_FIELDS))
 KEY_LEN = FLOW_KEY.size
-assert KEY_LEN == 108
+assert KEY_LEN == 136
+# What flow_extract packs: the metadata as one ready-made field, then the packet's fields.
+_EXTRACTED = struct.Struct(f'!{MD_LEN}s' + ''.join(code for _, code in FLOW_FIELDS[len(MD_FIELDS):]))
+assert _EXTRACTED.size == KEY_LEN
 
 
 def _field_slices():
@@ -167,15 +199,23 @@ _unpack_eth = _ETH.unpack_from
 _unpack_vlan = _VLAN.unpack_from
 _unpack_ipv4 = _IPV4.unpack_from
 _unpack_tcp = _TCP.unpack_from
-_pack_key = FLOW_KEY.pack
+_pack_key = _EXTRACTED.pack
 
 
-def flow_extract(frame, in_port):
+def md_of(in_port, recirc_id=0, dp_hash=0, tun_id=0, tun_src=_Z4, tun_dst=_Z4, tun_tos=0,
+          tun_ttl=0, tun_flags=0):
+    """Return the packed metadata of a packet, for flow_extract."""
+    return PACKET_MD.pack(recirc_id, dp_hash, tun_id, tun_src, tun_dst, tun_tos, tun_ttl,
+                          tun_flags, in_port)
+
+
+def flow_extract(frame, md):
     """Extract the flow key of an Ethernet frame.
 
     Args:
         frame: the frame as on the wire (memoryview or bytes), no vnet header.
-        in_port: datapath port number it arrived on.
+        md: the packet's metadata, MD_LEN bytes from md_of() (at least the
+            datapath port number it arrived on).
 
     Returns:
         (key, error): key is KEY_LEN bytes, or None for a frame shorter than
@@ -322,7 +362,7 @@ def flow_extract(frame, in_port):
                     if nd_err:
                         err = nd_err
 
-    return _pack_key(in_port, eth_dst, eth_src, eth_type, vlan_tpid, vlan_tci,
+    return _pack_key(md, eth_dst, eth_src, eth_type, vlan_tpid, vlan_tci,
                      mpls_lse, nw_src, nw_dst, ipv6_src, ipv6_dst, ipv6_label,
                      nw_proto, nw_tos, nw_ttl, nw_frag, tp_src, tp_dst,
                      tcp_flags, arp_sha, arp_tha, nd_target), err

@@ -82,7 +82,7 @@ VLAN_TAG = struct.Struct('!HH')
 class Port:
     """One datapath port: an interface, its packet socket and its counters."""
 
-    __slots__ = ('port_no', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'ring_slots',
+    __slots__ = ('port_no', 'md', 'name', 'sock', 'fd', 'up', 'ring', 'ring_view', 'ring_slots',
                  'rx_slot', 'stalled_since', 'rx_checked', 'waiting_at',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')

@@ -12,7 +12,9 @@ chosen by the packet's protocols: ipv4() or ipv6() or arp() or mpls() by
 eth_type, then tcp()/udp()/sctp()/icmp()/icmpv6() by nw_proto (none for later
 fragments), then tcp_flags() or nd().  A tagged key prints its outer tag
 OVS-style: eth_type(0x8100),vlan(vid=10,pcp=0),encap(eth_type(0x0800),...).
-An untagged key prints no vlan(), as OVS does.
+An untagged key prints no vlan(), as OVS does. Packet metadata comes first,
+in OVS's order: recirc_id(), dp_hash(), tunnel(tun_id=..,src=..,dst=..,
+flags(-df-csum+key)), in_port(); each only when masked.
 
 Printing rules, as OVS's non-verbose format:
 - Only fields with a non-zero mask are printed; an attribute with none is
@@ -34,7 +36,8 @@ import socket
 
 from mnovs.dp.flow import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
-    ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP,
+    ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER, FLOW_TNL_F_KEY,
+    IPPROTO_ICMP,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, ND_NEIGHBOR_ADVERT,
     ND_NEIGHBOR_SOLICIT, VLAN_CFI, key_fields, make_key, mask_key)
 
@@ -109,6 +112,16 @@ def _mpls(value, mask, full):
             f'ttl={ttl}/0x{mask & 0xff:x},bos={bos}/{(mask >> 8) & 1:x}')
 
 
+_TNL_FLAG_NAMES = ('df', 'csum', 'key')      # FLOW_TNL_F_* bits 0, 1, 2
+
+
+def _tun_flags(value, mask, full):
+    """Format masked tunnel flags as OVS: flags(-df-csum+key)."""
+    return 'flags(' + ''.join(('+' if value >> bit & 1 else '-') + name
+                              for bit, name in enumerate(_TNL_FLAG_NAMES)
+                              if mask >> bit & 1) + ')'
+
+
 _TCP_FLAG_NAMES = ('fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr', 'ns',
                    '[200]', '[400]', '[800]')
 
@@ -126,12 +139,19 @@ def _tcp_flags(value, mask, full):
 _FULL = key_fields(b'\xff' * KEY_LEN)
 _FULL['ipv6_label'] = 0xfffff
 _FULL['tcp_flags'] = 0xfff
+_FULL['tun_flags'] = 0x7
 _PLAIN = {name: {'6s': _mac, '4s': _ip4, '16s': _ip6}.get(code, _dec)
           for name, code in FLOW_FIELDS}
 
 # OVS attributes: (name, ((label, field, formatter), ...)); an empty label
 # prints the value bare, as in in_port(1).
+_RECIRC_ID = ('recirc_id', (('', 'recirc_id', _hex),))
+_DP_HASH = ('dp_hash', (('', 'dp_hash', _hex),))
+_TUNNEL = ('tunnel', (('tun_id', 'tun_id', _hex), ('src', 'tun_src', _ip4),
+                      ('dst', 'tun_dst', _ip4), ('tos', 'tun_tos', _hex),
+                      ('ttl', 'tun_ttl', _dec), ('', 'tun_flags', _tun_flags)))
 _IN_PORT = ('in_port', (('', 'in_port', _dec),))
+_METADATA = (_RECIRC_ID, _DP_HASH, _TUNNEL, _IN_PORT)
 _ETH = ('eth', (('src', 'eth_src', _mac), ('dst', 'eth_dst', _mac)))
 _ETH_TYPE = ('eth_type', (('', 'eth_type', _ethtype),))
 _VLAN_TPID = ('eth_type', (('', 'vlan_tpid', _ethtype),))
@@ -225,14 +245,14 @@ def format_megaflow(key, mask):
     masked = _masked_fields(mask)
     payload = _payload_attrs(k)
     inner = _join(_format_attr(attr, k, m, masked) for attr in payload)
-    head = [_format_attr(_IN_PORT, k, m, masked),
-            _format_attr(_ETH, k, m, masked, always=True)]
+    head = [_format_attr(attr, k, m, masked) for attr in _METADATA]
+    head.append(_format_attr(_ETH, k, m, masked, always=True))
     if k['vlan_tpid'] or k['vlan_tci']:
         head += [_format_attr(_VLAN_TPID, k, m, masked),
                  _format_attr(_VLAN, k, m, masked, always=True), f'encap({inner})']
     else:
         head.append(inner)
-    shown = {field for _, fields in [_IN_PORT, _ETH, _VLAN_TPID, _VLAN] + payload
+    shown = {field for _, fields in [*_METADATA, _ETH, _VLAN_TPID, _VLAN] + payload
              for _, field, _ in fields}
     leftover = [f'{name}={_PLAIN[name](k[name], m[name], _FULL[name])}'
                 for name in FIELD_SLICES if name in masked and name not in shown]
@@ -255,6 +275,20 @@ def _format_push_vlan(tpid, tci):
     tpid_text = '' if tpid == ETH_TYPE_VLAN_8021Q else f'tpid=0x{tpid:04x},'
     cfi_text = ',cfi=1' if tci & VLAN_CFI else ''   # the DEI bit as given (OVS: cfi=0 if clear)
     return f'push_vlan({tpid_text}vid={tci & 0xfff},pcp={tci >> 13}{cfi_text})'
+
+
+def format_tunnel_spec(spec):
+    """Format a TunnelSpec as OVS's set(tunnel(...)) prints it."""
+    parts = [f'tun_id={_c_hex(spec.tun_id)}'] if spec.flags & FLOW_TNL_F_KEY else []
+    if any(spec.ip_src):
+        parts.append(f'src={socket.inet_ntop(socket.AF_INET, spec.ip_src)}')
+    parts.append(f'dst={socket.inet_ntop(socket.AF_INET, spec.ip_dst)}')
+    if spec.tos:
+        parts.append(f'tos={_c_hex(spec.tos)}')
+    parts += [f'ttl={spec.ttl}', f'tp_dst={spec.tp_dst}']
+    flags = '|'.join(name for bit, name in enumerate(_TNL_FLAG_NAMES) if spec.flags >> bit & 1)
+    parts.append(f'flags({flags})')
+    return f'set(tunnel({",".join(parts)}))'
 
 
 def _format_generic(action):
@@ -287,6 +321,8 @@ def format_actions(actions, key=None):
             texts.append('pop_vlan')
         elif name == 'push_vlan' and len(action) == 3:
             texts.append(_format_push_vlan(action[1], action[2]))
+        elif name == 'set_tunnel' and len(action) == 2:
+            texts.append(format_tunnel_spec(action[1]))
         elif name == 'userspace' and len(action) == 2:
             texts.append(f'userspace(userdata({action[1].hex()}))' if action[1] else 'userspace()')
         elif (name == 'set_masked' and len(action) == 4 and action[1] in FIELD_SLICES

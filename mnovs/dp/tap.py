@@ -56,7 +56,7 @@ class TapPort:
         OSError: no /dev/net/tun, a bad name, or the device exists and is not ours.
     """
 
-    __slots__ = ('port_no', 'name', 'fd', 'up', 'ring',
+    __slots__ = ('port_no', 'md', 'name', 'fd', 'up', 'ring',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
 

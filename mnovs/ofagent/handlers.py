@@ -26,7 +26,7 @@ changes (FLOW_REMOVED counts them).
 import logging
 import time
 
-from mnovs.dp.flow import flow_extract
+from mnovs.dp.flow import flow_extract, md_of
 from mnovs.ofagent import codec
 from mnovs.ofagent.codec import (
     BarrierReply, EchoReply, FeaturesReply, GetAsyncReply, GetConfigReply, MultipartReply,
@@ -313,7 +313,7 @@ def on_packet_out(ofproto, channel, msg, now):
     else:
         frame = msg.data
     in_port = msg.in_port           # as OVS: the packet-out's, even for a buffered packet
-    key, _ = flow_extract(memoryview(frame), in_port)
+    key, _ = flow_extract(memoryview(frame), md_of(in_port))
     if key is None:
         return []                   # shorter than an Ethernet header: nothing to send
     result = xlate_packet_out(ofproto.ctx, key, msg.actions)

@@ -51,7 +51,7 @@ import os
 import time
 
 from mnovs.dp.datapath import Datapath
-from mnovs.dp.flow import flow_extract
+from mnovs.dp.flow import flow_extract, md_of
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
@@ -677,7 +677,7 @@ class OFProto:
     def run_buffered(self, buffer_id, now):
         """A flow_mod named a buffered packet: send it through the tables."""
         frame, in_port = self.buffers.take(buffer_id, now)
-        key, _ = flow_extract(memoryview(frame), in_port)
+        key, _ = flow_extract(memoryview(frame), md_of(in_port))
         if key is None:
             return
         result = xlate(self.ctx, key)

@@ -15,7 +15,7 @@ from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
 from mnovs.dp import flow
-from mnovs.dp.flow import (FIELD_SLICES, FLOW_FIELDS, KEY_LEN, flow_extract,
+from mnovs.dp.flow import (FIELD_SLICES, FLOW_FIELDS, KEY_LEN, flow_extract, md_of,
                            key_fields, make_key, make_mask, mask_key, mask_of)
 
 MAC1, MAC2 = '00:00:00:00:00:01', '00:00:00:00:00:02'
@@ -36,7 +36,7 @@ def ip6(text):
 
 def extract(pkt, in_port=1):
     """Return (fields, error) for a scapy packet or bytes."""
-    key, err = flow_extract(memoryview(bytes(pkt)), in_port)
+    key, err = flow_extract(memoryview(bytes(pkt)), md_of(in_port))
     assert len(key) == KEY_LEN
     return key_fields(key), err
 
@@ -55,25 +55,28 @@ def eth(**kw):
 
 def test_layout_order_and_offsets():
     names = [name for name, _ in FLOW_FIELDS]
-    assert names == ['in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci',
+    assert names == ['recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos',
+                     'tun_ttl', 'tun_flags', 'in_port', 'eth_dst', 'eth_src', 'eth_type',
+                     'vlan_tpid', 'vlan_tci',
                      'mpls_lse', 'nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label',
                      'nw_proto', 'nw_tos', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst',
                      'tcp_flags', 'arp_sha', 'arp_tha', 'nd_target']
-    assert KEY_LEN == flow.FLOW_KEY.size == 108
+    assert KEY_LEN == flow.FLOW_KEY.size == 136
+    assert flow.MD_LEN == FIELD_SLICES['eth_dst'][0] == 32
     offset = 0
     for name in names:
         assert FIELD_SLICES[name][0] == offset
         offset += FIELD_SLICES[name][1]
     assert offset == KEY_LEN
-    assert FIELD_SLICES['eth_src'] == (10, 6)
-    assert FIELD_SLICES['nd_target'] == (92, 16)
+    assert FIELD_SLICES['eth_src'] == (38, 6)
+    assert FIELD_SLICES['nd_target'] == (120, 16)
 
 
 def test_make_key_and_key_fields_round_trip():
     key = make_key(in_port=7, eth_src=mac(MAC1), nw_src=ip4('10.0.0.1'), tp_dst=80)
     assert len(key) == KEY_LEN
-    assert key[0:4] == b'\0\0\0\7'
-    assert key[10:16] == mac(MAC1)
+    assert key[28:32] == b'\0\0\0\7'
+    assert key[38:44] == mac(MAC1)
     fields = key_fields(key)
     assert nonzero(fields) == {'in_port': 7, 'eth_src': mac(MAC1),
                                'nw_src': ip4('10.0.0.1'), 'tp_dst': 80}
@@ -123,7 +126,7 @@ def test_tcp_flags_keep_12_bits():
 
 
 def test_bytes_frame_accepted():
-    key, err = flow_extract(bytes(eth() / IP() / UDP(sport=1, dport=2)), 1)
+    key, err = flow_extract(bytes(eth() / IP() / UDP(sport=1, dport=2)), md_of(1))
     assert err is None and key_fields(key)['tp_dst'] == 2
 
 
@@ -339,8 +342,8 @@ def test_nd_fields_only_for_code_0():
 # --- malformed frames -------------------------------------------------------
 
 def test_runt():
-    assert flow_extract(memoryview(bytes(13)), 1) == (None, flow.ERR_RUNT)
-    assert flow_extract(b'', 1) == (None, flow.ERR_RUNT)
+    assert flow_extract(memoryview(bytes(13)), md_of(1)) == (None, flow.ERR_RUNT)
+    assert flow_extract(b'', md_of(1)) == (None, flow.ERR_RUNT)
 
 
 def test_bad_ihl_and_length():
@@ -404,14 +407,14 @@ PARTIAL_VALUES = {(flow.ERR_TRUNCATED_VLAN, 'eth_type'): {0x8100},
 def test_every_truncation(name, pkt, ranges):
     frame = bytes(pkt)
     assert len(frame) == ranges[-1][1], 'expectation table out of date'
-    full, err = flow_extract(memoryview(frame), 1)
+    full, err = flow_extract(memoryview(frame), md_of(1))
     assert err is None
     full = key_fields(full)
     expected = {}
     for start, stop, error in ranges:
         expected.update(dict.fromkeys(range(start, stop), error))
     for n in range(len(frame)):
-        key, err = flow_extract(memoryview(frame)[:n], 1)
+        key, err = flow_extract(memoryview(frame)[:n], md_of(1))
         if n < 14:
             assert (key, err) == (None, flow.ERR_RUNT)
             continue
@@ -443,7 +446,7 @@ def test_truncated_tag_leaves_tpid_as_eth_type():
 
 
 def check_never_raises(frame):
-    key, err = flow_extract(memoryview(frame), 1)
+    key, err = flow_extract(memoryview(frame), md_of(1))
     if len(frame) < 14:
         assert (key, err) == (None, flow.ERR_RUNT)
     else:

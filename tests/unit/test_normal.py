@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
 from mnovs.dp.datapath import Datapath
-from mnovs.dp.flow import FIELD_SLICES, flow_extract
+from mnovs.dp.flow import FIELD_SLICES, flow_extract, key_fields, md_of
 from mnovs.dp.offload import VNET_HDR_LEN
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.normal import NORMAL_MASK, NormalSwitch, key_vlan
@@ -42,7 +42,7 @@ def receive(dp, in_port, src, dst, vlan=None, now=0.0):
         frame = frame / Dot1Q(vlan=vlan)
     frame = bytes(frame / IP(src='10.0.0.1', dst='10.0.0.2') / UDP(sport=1, dport=2))
     packet = bytes(VNET_HDR_LEN) + frame
-    key, _ = flow_extract(memoryview(frame), in_port)
+    key, _ = flow_extract(memoryview(frame), md_of(in_port))
     flow = dp.classifier.lookup(key)
     if flow is None:
         dp.handle_miss(memoryview(packet), key, now)
@@ -62,7 +62,7 @@ def assert_no_stale_flow(dp, normal):
         assert normal.xlate(flow.key) == (flow.actions, flow.mask), flow
         src = flow.key[ETH_SRC_AT:ETH_SRC_AT + 6]
         learned = normal.macs.lookup(key_vlan(flow.key), src)
-        in_port = int.from_bytes(flow.key[0:4], 'big')
+        in_port = key_fields(flow.key)['in_port']
         assert learned in (None, in_port), f'flow from {src.hex()} at {in_port}, learned at {learned}'
 
 

@@ -9,7 +9,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from mnovs.dp.flow import flow_extract, make_key, make_mask, mask_of
+from mnovs.dp.flow import flow_extract, md_of, make_key, make_mask, mask_of
 from mnovs.dp.odp_util import format_actions, format_megaflow, format_tcp_flags
 
 ETH = 'eth(src=00:01:02:03:04:05,dst=10:11:12:13:14:15)'
@@ -83,7 +83,7 @@ def test_exact_matches_print_as_ovs(fields, ovs):
 def test_brief_example_from_a_real_frame():
     pkt = (Ether(src='00:00:00:00:00:01', dst='00:00:00:00:00:02')
            / IP(src='10.0.0.1', dst='10.0.0.2', ttl=64) / TCP(sport=5201, dport=40000, flags='A'))
-    key, _ = flow_extract(memoryview(bytes(pkt)), 1)
+    key, _ = flow_extract(memoryview(bytes(pkt)), md_of(1))
     mask = make_mask(['in_port', 'eth_src', 'eth_dst', 'eth_type', 'vlan_tci', 'nw_src',
                       'nw_dst', 'nw_proto', 'nw_tos', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst',
                       'tcp_flags'])

@@ -19,7 +19,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from mnovs.dp.flow import flow_extract
+from mnovs.dp.flow import flow_extract, key_fields, md_of
 from mnovs.dp.offload import GSO_TCPV4, VNET_HDR_LEN
 from mnovs.ofagent import codec, ofp
 from mnovs.ofagent.codec import (
@@ -44,6 +44,7 @@ class FakePort:
 
     def __init__(self, port_no):
         self.port_no = port_no
+        self.md = md_of(port_no)
         self.name = f'ut1-eth{port_no}'     # no such interface: hw_addr is 0
         self.up = True
         self.sent = []
@@ -144,7 +145,7 @@ class Switch:
 
     def receive(self, in_port, frame, now=None, vnet=VNET_NONE):
         """A frame arrives on a port: through the caches, upcall on a miss."""
-        self.seen_keys.add(flow_extract(bytes(frame), in_port)[0])
+        self.seen_keys.add(flow_extract(bytes(frame), md_of(in_port))[0])
         packet = memoryview(vnet + bytes(frame))
         self.dp._input(self.port(in_port), in_port, packet, self.dp.emc.table.get,
                        time.monotonic() if now is None else now)
@@ -290,7 +291,7 @@ def test_added_rule_revalidates_only_the_megaflows_it_overlaps(switch, controlle
     switch.flow_mod(controller, priority=40000, match={'in_port': (2, None)},
                     instructions=apply(output(3)))
     switch.ofproto.sync()
-    assert [int.from_bytes(flow.key[:4], 'big') for flow in judged] == [2]
+    assert [key_fields(flow.key)['in_port'] for flow in judged] == [2]
     switch.receive(2, udp(2, 1))
     assert switch.port(3).frames() == [udp(2, 1)]
     assert_no_stale_megaflow(switch)

@@ -18,7 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from mnovs.dp.flow import KEY_LEN, flow_extract, make_key, make_mask
+from mnovs.dp.flow import KEY_LEN, flow_extract, md_of, make_key, make_mask
 from mnovs.ofagent.match import KEY_ONES, METADATA_SHIFT, compile_match, field_shift
 from mnovs.ofagent.ofp import (
     OFPGT_ALL, OFPGT_FF, OFPGT_SELECT, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL,
@@ -172,7 +172,7 @@ def frames():
 
 @pytest.mark.parametrize('frame', frames(), ids=lambda f: f.summary())
 def test_format_flow_parses_back_to_the_same_key(frame):
-    key, _ = flow_extract(bytes(frame), 7)
+    key, _ = flow_extract(bytes(frame), md_of(7))
     text = format_flow(key)
     assert parse_flow(text) == key, text
     assert '=0,' not in text.replace('dl_vlan=0,', '') + ','    # zeros are left out
@@ -215,7 +215,7 @@ def test_format_match_of_rule_matches(match, text):
 def test_format_match_parses_back_for_any_mask():
     """Random keys under random masks, field by field and bit by bit."""
     rng = random.Random(4)
-    keys = [flow_extract(bytes(frame), 3)[0] for frame in frames()]
+    keys = [flow_extract(bytes(frame), md_of(3))[0] for frame in frames()]
     fields = [field for field in FIELDS.values()]
     for _ in range(2000):
         key = int.from_bytes(rng.choice(keys), 'big') ^ rng.getrandbits(KEY_LEN * 8) \

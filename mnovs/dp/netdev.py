@@ -86,6 +86,7 @@ class Port:
                  'rx_slot', 'stalled_since', 'rx_checked', 'waiting_at',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
+    tunnel = None           # a tunnel port's TunnelConfig (dp/tunnel.py); None: not a tunnel
 
     def __init__(self, port_no, name, ring_slots=RING_FRAMES, sock_buf=4 << 20):
         self.port_no = port_no

@@ -59,6 +59,7 @@ class TapPort:
     __slots__ = ('port_no', 'md', 'name', 'fd', 'up', 'ring',
                  'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
                  'tx_packets', 'tx_bytes', 'tx_dropped')
+    tunnel = None           # not a tunnel port (see netdev.Port.tunnel)
 
     def __init__(self, port_no, name):
         encoded = name.encode()

@@ -5,21 +5,22 @@ To classify packets, table.py needs it in the datapath's terms: which bits of
 a flow key (mnovs/dp/flow.py) must hold which values.  compile_match() turns
 the dict into one (value, mask) pair of ints over an *extended key*:
 
-    bit 991 ........ 928 | 927 ........ 864 | 863 ..................... 0
-    +--------------------+------------------+---------------------------+
-    |      metadata      |    tunnel_id     |  flow key (108 bytes, as   |
-    |  (pipeline state)  | (no tunnels: 0)  |  int.from_bytes(key,'big'))|
-    +--------------------+------------------+---------------------------+
+    bit 1151 ....... 1088 | 1087 ................................... 0
+    +---------------------+------------------------------------------+
+    |      metadata       |  flow key (136 bytes, as                 |
+    |  (pipeline state)   |  int.from_bytes(key, 'big'))             |
+    +---------------------+------------------------------------------+
 
 so a rule matches an extended key `ext` when `ext & mask == value`, subset
 and overlap tests are two ANDs (covers, overlaps), and the key part of a mask
-is directly a megaflow mask.  metadata and tunnel_id never reach the
-datapath: metadata is written by the pipeline itself, and without tunnels
-every packet's tunnel_id is 0 (a rule on tunnel_id=5 is valid and matches
-nothing).
+is directly a megaflow mask.  metadata never reaches the datapath: it is
+written by the pipeline itself.
 
 Field mapping (OXM -> flow-key field, bits):
 - in_port, eth_dst, eth_src, eth_type: the same-named key fields.
+- tunnel_id -> tun_id; Nicira's tun_ipv4_src/tun_ipv4_dst (NXM_NX_TUN_IPV4_*,
+  which ovs-ofctl sends as NXM class-1 OXMs) -> tun_src/tun_dst: the tunnel
+  metadata of a packet received on a tunnel port (0 for any other packet).
 - vlan_vid -> vlan_tci bits 0-12: the key's VLAN_CFI (0x1000) is OFPVID_PRESENT,
   so vlan_vid=OFPVID_NONE exact means "untagged" and (0x1000, 0x1000) "any
   tag"; vlan_pcp -> vlan_tci bits 13-15.
@@ -51,9 +52,8 @@ from mnovs.ofagent.oxm import OXM_BY_NAME, validate_match
 
 KEY_BITS = KEY_LEN * 8
 KEY_ONES = (1 << KEY_BITS) - 1
-TUNNEL_SHIFT = KEY_BITS
-METADATA_SHIFT = KEY_BITS + 64
-PIPELINE_BITS = ((1 << 128) - 1) << KEY_BITS     # metadata and tunnel_id
+METADATA_SHIFT = KEY_BITS
+PIPELINE_BITS = ((1 << 64) - 1) << KEY_BITS      # metadata
 
 
 def field_shift(name):
@@ -80,6 +80,9 @@ def fields_bits(names):
 # OXM field -> (flow-key field, lowest bit within it, number of bits).
 _OXM_KEY_FIELDS = {
     'in_port': ('in_port', 0, 32),
+    'tunnel_id': ('tun_id', 0, 64),
+    'tun_ipv4_src': ('tun_src', 0, 32),
+    'tun_ipv4_dst': ('tun_dst', 0, 32),
     'eth_dst': ('eth_dst', 0, 48),
     'eth_src': ('eth_src', 0, 48),
     'eth_type': ('eth_type', 0, 16),
@@ -119,7 +122,6 @@ _OXM_KEY_FIELDS = {
 # OXM field -> (shift in the extended key, number of bits).
 OXM_BITS = {name: (field_shift(key_field) + low, nbits)
             for name, (key_field, low, nbits) in _OXM_KEY_FIELDS.items()}
-OXM_BITS['tunnel_id'] = (TUNNEL_SHIFT, 64)
 OXM_BITS['metadata'] = (METADATA_SHIFT, 64)
 
 
@@ -154,7 +156,7 @@ PREREQS = {name: _with_union(_prereq_alternatives(name)) for name in OXM_BITS}
 # the value is ignored; an untagged packet is left alone, as OVS does for
 # OF1.2+); transport ports also need a header, so not a later fragment;
 # metadata is pipeline state, handled by xlate itself.
-_SETTABLE = ('eth_dst', 'eth_src', 'vlan_vid', 'vlan_pcp', 'ip_dscp', 'ip_ecn',
+_SETTABLE = ('tunnel_id', 'tun_ipv4_src', 'tun_ipv4_dst', 'eth_dst', 'eth_src', 'vlan_vid', 'vlan_pcp', 'ip_dscp', 'ip_ecn',
              'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst',
              'sctp_src', 'sctp_dst', 'arp_op', 'arp_spa', 'arp_tpa', 'arp_sha', 'arp_tha',
              'ipv6_src', 'ipv6_dst', 'ipv6_flabel', 'mpls_label', 'mpls_tc')

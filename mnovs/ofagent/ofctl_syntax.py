@@ -30,6 +30,12 @@ def _f(key, low, bits, syntax, need=None, full=None):
 
 
 FIELDS = {
+    'tun_id': _f('tun_id', 0, 64, 'hex'),           # tunnel metadata (see dp/tunnel.py)
+    'tun_src': _f('tun_src', 0, 32, 'ip4'),
+    'tun_dst': _f('tun_dst', 0, 32, 'ip4'),
+    'tun_tos': _f('tun_tos', 0, 8, 'dec'),
+    'tun_ttl': _f('tun_ttl', 0, 8, 'dec'),
+    'tun_flags': _f('tun_flags', 0, 16, 'tun_flags', full=0xf),
     'in_port': _f('in_port', 0, 32, 'port'),
     'dl_vlan': _f('vlan_tci', 0, 12, 'dec'),         # these two also set VLAN_CFI
     'dl_vlan_pcp': _f('vlan_tci', 13, 3, 'dec'),
@@ -113,7 +119,8 @@ _NEEDS = {
 }
 
 _TCP_FLAGS = ('fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr', 'ns')
-_NAMED_FLAGS = (1 << len(_TCP_FLAGS)) - 1
+# Flag fields: the names of their bits, lowest first (tun_flags: OVS's FLOW_TNL_F_*).
+_FLAG_NAMES = {'tcp_flags': _TCP_FLAGS, 'tun_flags': ('df', 'csum', 'key', 'oam')}
 _FRAG_WORDS = {'no': (0, 3), 'first': (1, 3), 'later': (3, 3), 'yes': (1, 1), 'not_later': (0, 2)}
 _FRAG_TEXT = {value: word for word, value in _FRAG_WORDS.items()}
 VLAN_CFI = 0x1000
@@ -253,8 +260,8 @@ def _parse_value(field, text, port_names):
             return _FRAG_WORDS[text]
         if not text[:1].isdigit():
             raise ValueError('nw_frag is no, first or later (or, in a match, yes or not_later)')
-    if syntax == 'tcp_flags' and text[:1] in ('+', '-'):
-        return _parse_flag_signs(text)
+    if syntax in _FLAG_NAMES and text[:1] in ('+', '-'):
+        return _parse_flag_signs(text, syntax)
     if syntax == 'port' and not text[:1].isdigit():
         if text not in (port_names or {}):
             raise ValueError(f'no port is named {text!r}')
@@ -314,26 +321,30 @@ def _parse_ip(family, what):
     return parse
 
 
-def _parse_flags(text, bits):
-    if text[:1].isdigit():
-        return _parse_int(text, bits)
-    value = 0
-    for name in text.split('|'):
-        value |= _flag_bit(name)
-    return value
+def _flags_parser(syntax):
+    def parse(text, bits):
+        if text[:1].isdigit():
+            return _parse_int(text, bits)
+        value = 0
+        for name in text.split('|'):
+            value |= _flag_bit(name, syntax)
+        return value
+    return parse
 
 
-def _flag_bit(name):
-    if name not in _TCP_FLAGS:
-        raise ValueError(f'{name!r} is not a TCP flag ({", ".join(_TCP_FLAGS)})')
-    return 1 << _TCP_FLAGS.index(name)
+def _flag_bit(name, syntax):
+    names = _FLAG_NAMES[syntax]
+    if name not in names:
+        kind = 'TCP' if syntax == 'tcp_flags' else 'tunnel'
+        raise ValueError(f'{name!r} is not a {kind} flag ({", ".join(names)})')
+    return 1 << names.index(name)
 
 
-def _parse_flag_signs(text):
+def _parse_flag_signs(text, syntax):
     """'+syn-ack': syn set, ack clear, the others wildcarded."""
     value = mask = 0
     for sign, name in re.findall(r'([+-])([^+-]*)', text):
-        bit = _flag_bit(name)
+        bit = _flag_bit(name, syntax)
         mask |= bit
         if sign == '+':
             value |= bit
@@ -342,11 +353,13 @@ def _parse_flag_signs(text):
 
 _VALUE_PARSERS = {'mac': _parse_mac, 'ip4': _parse_ip(socket.AF_INET, 'IPv4'),
                   'ip6': _parse_ip(socket.AF_INET6, 'IPv6'), 'tos': _parse_tos,
-                  'tcp_flags': _parse_flags}
+                  'tcp_flags': _flags_parser('tcp_flags'),
+                  'tun_flags': _flags_parser('tun_flags')}
 
 
 # Formatting: the fields in ovs-ofctl's order, by the name each protocol gives them.
-_ORDER = ('in_port', 'vlan', 'vlan_tpid', 'dl_src', 'dl_dst', 'dl_type', 'mpls_label',
+_ORDER = ('tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl', 'tun_flags', 'in_port', 'vlan',
+          'vlan_tpid', 'dl_src', 'dl_dst', 'dl_type', 'mpls_label',
           'mpls_tc', 'mpls_ttl', 'mpls_bos', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_src',
           'nw_dst', 'nw_proto', 'nw_tos', 'nw_ecn', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst',
           'tcp_flags', 'arp_sha', 'arp_tha', 'nd_target')
@@ -427,11 +440,14 @@ def _format_value(field, value, mask):
         value, mask, field = value << 2, mask << 2, field._replace(full=0xfc)
     if syntax == 'frag' and (value, mask) in _FRAG_TEXT:
         return _FRAG_TEXT[value, mask]
-    if syntax == 'tcp_flags' and mask == 0xfff and not value & ~_NAMED_FLAGS:
-        return '|'.join(n for i, n in enumerate(_TCP_FLAGS) if value >> i & 1) or '0'
-    if syntax == 'tcp_flags' and not mask & ~_NAMED_FLAGS:
-        return ''.join(('+' if value >> i & 1 else '-') + n
-                       for i, n in enumerate(_TCP_FLAGS) if mask >> i & 1)
+    if syntax in _FLAG_NAMES:
+        names = _FLAG_NAMES[syntax]
+        named = (1 << len(names)) - 1
+        if mask == field.full and not value & ~named:
+            return '|'.join(n for i, n in enumerate(names) if value >> i & 1) or '0'
+        if not mask & ~named:
+            return ''.join(('+' if value >> i & 1 else '-') + n
+                           for i, n in enumerate(names) if mask >> i & 1)
     if syntax in ('mac', 'ip4', 'ip6'):
         text = ADDRESS_TEXT[syntax](value)
         if mask == field.full:
@@ -445,7 +461,7 @@ def _format_value(field, value, mask):
     if mask == field.full:
         if syntax == 'hex4':
             return f'0x{value:04x}'
-        return hex(value) if syntax in ('hex', 'tcp_flags') else str(value)
+        return hex(value) if syntax in ('hex', 'tcp_flags', 'tun_flags') else str(value)
     return f'{value:#x}/{mask:#x}'
 
 

@@ -108,6 +108,11 @@ class OFPort:
         return self.dp_port.up and not self.config & OFPPC_PORT_DOWN
 
     @property
+    def tunnel(self):
+        """The port's TunnelConfig (dp/tunnel.py) if it is a tunnel port, else None."""
+        return self.dp_port.tunnel
+
+    @property
     def state(self):
         return OFPPS_LIVE if self.dp_port.up else OFPPS_LINK_DOWN
 

@@ -21,8 +21,11 @@ and each TLV starts with a 32-bit header:
     |  value (width bytes)  [ mask (width bytes), if M (hasmask) ]  |
     +---------------------------------------------------------------+
 
-oxm_length counts the value and mask bytes.  Only the OPENFLOW_BASIC class is
-understood; NXM and experimenter TLVs are rejected as unknown fields.
+oxm_length counts the value and mask bytes.  The OPENFLOW_BASIC class is
+understood, and of Nicira's NXM_1 class the two tunnel address fields that
+ovs-ofctl sends under OpenFlow 1.3 (NXM_NX_TUN_IPV4_SRC/DST, here
+tun_ipv4_src/tun_ipv4_dst as Ryu names them); other classes and fields are
+rejected as unknown fields.
 
 The Python form of a match (the "user" form, shared by the whole agent) is a
 dict: field name -> (value, mask), both ints, mask None for an exact match.
@@ -50,7 +53,7 @@ from collections import namedtuple
 from mnovs.ofagent.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_BAD_MASK, OFPBMC_BAD_PREREQ, OFPBMC_BAD_TYPE,
     OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OFPMT_OXM,
-    OFPVID_PRESENT, OFPXMC_OPENFLOW_BASIC, OFPError)
+    OFPVID_PRESENT, OFPXMC_NXM_1, OFPXMC_OPENFLOW_BASIC, OFPError)
 
 MATCH_HEADER = struct.Struct('!HH')             # type, length
 assert MATCH_HEADER.size == 4
@@ -59,7 +62,8 @@ assert OXM_HEADER.size == 4
 
 # One row per field.  width: bytes on the wire; bits: meaningful low bits;
 # prereq: None, or (field, allowed values) that must be matched exactly.
-OxmField = namedtuple('OxmField', 'name number width bits maskable settable prereq')
+OxmField = namedtuple('OxmField', 'name number width bits maskable settable prereq oxm_class',
+                      defaults=(OFPXMC_OPENFLOW_BASIC,))
 
 _IP_ANY = ('eth_type', (0x0800, 0x86dd))
 _IPV4 = ('eth_type', (0x0800,))
@@ -110,24 +114,28 @@ OXM_FIELDS = (
     OxmField('pbb_isid',       37, 3, 24, True,  True,  ('eth_type', (0x88e7,))),
     OxmField('tunnel_id',      38, 8, 64, True,  True,  None),
     OxmField('ipv6_exthdr',    39, 2, 9,  True,  False, _IPV6),
+    OxmField('tun_ipv4_src',   31, 4, 32, True,  True,  None, OFPXMC_NXM_1),
+    OxmField('tun_ipv4_dst',   32, 4, 32, True,  True,  None, OFPXMC_NXM_1),
 )
 
 OXM_BY_NAME = {f.name: f for f in OXM_FIELDS}
-OXM_BY_NUMBER = {f.number: f for f in OXM_FIELDS}
-assert len(OXM_BY_NAME) == len(OXM_BY_NUMBER) == len(OXM_FIELDS)
+_BY_CLASS_AND_NUMBER = {(f.oxm_class, f.number): f for f in OXM_FIELDS}
+assert len(OXM_BY_NAME) == len(_BY_CLASS_AND_NUMBER) == len(OXM_FIELDS)
 
 
 def oxm_header(field, hasmask=False):
-    """The 32-bit OXM header of an OPENFLOW_BASIC field (an OxmField row)."""
+    """The 32-bit OXM header of a field (an OxmField row)."""
     length = field.width * 2 if hasmask else field.width
-    return OFPXMC_OPENFLOW_BASIC << 16 | field.number << 9 | hasmask << 8 | length
+    return field.oxm_class << 16 | field.number << 9 | hasmask << 8 | length
 
 
 def oxm_field_of(header):
     """The OxmField row an OXM header names, or None (other class or unknown)."""
-    if header >> 16 != OFPXMC_OPENFLOW_BASIC:
-        return None
-    return OXM_BY_NUMBER.get(header >> 9 & 0x7f)
+    return _BY_CLASS_AND_NUMBER.get((header >> 16, header >> 9 & 0x7f))
+
+
+def _wire_order(field):
+    return field.oxm_class != OFPXMC_OPENFLOW_BASIC, field.number
 
 
 def encode_match(match):
@@ -136,7 +144,7 @@ def encode_match(match):
     TLVs go out in field-number order, which puts every prerequisite first.
     """
     tlvs = []
-    for field in sorted((OXM_BY_NAME[name] for name in match), key=lambda f: f.number):
+    for field in sorted((OXM_BY_NAME[name] for name in match), key=_wire_order):
         value, mask = match[field.name]
         tlvs.append(OXM_HEADER.pack(oxm_header(field, mask is not None)))
         tlvs.append(value.to_bytes(field.width, 'big'))

@@ -27,7 +27,7 @@ value to its rules, best first.  A lookup visits subtables in decreasing
 order of their best priority and stops as soon as no remaining subtable can
 beat the rule found, so lower-priority subtables are not consulted and add
 nothing to the megaflow mask.  A subtable is probed in *stages*: pipeline
-state (metadata), then L2 (with in_port and MPLS), L3, L4.  Each stage keeps
+state and packet metadata (metadata, tunnel), then L2 (with in_port and MPLS), L3, L4.  Each stage keeps
 the set of its rules' values under the stage's part of the mask; a probe that
 finds no rule at some stage has read only the stages up to that one, so only
 their bits are un-wildcarded.  A TCP port rule thus adds nw_proto, not
@@ -37,7 +37,7 @@ per stage of each visited subtable.
 Ties between equal priorities: the earlier-visited subtable wins, and within
 one subtable the older rule: deterministic for a given history.
 
-Keys are extended keys (match.py): flow key | tunnel_id | metadata, as ints.
+Keys are extended keys (match.py): metadata | flow key, as ints.
 """
 
 import itertools
@@ -71,9 +71,11 @@ SUPPORTED_ACTIONS = frozenset((
 _L2 = ('in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci', 'mpls_lse')
 _L3 = ('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos',
        'nw_ttl', 'nw_frag', 'arp_sha', 'arp_tha')
-_STAGES = (PIPELINE_BITS,
-           PIPELINE_BITS | fields_bits(_L2),
-           PIPELINE_BITS | fields_bits(_L2 + _L3))
+_METADATA = ('recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl',
+             'tun_flags')
+_STAGES = (PIPELINE_BITS | fields_bits(_METADATA),
+           PIPELINE_BITS | fields_bits(_METADATA + _L2),
+           PIPELINE_BITS | fields_bits(_METADATA + _L2 + _L3))
 _SEQUENCE = itertools.count()
 
 

@@ -41,7 +41,7 @@ Nothing here changes the switch: a trace learns no MAC and credits no rule.
 
 from mnovs.dp.flow import KEY_LEN
 from mnovs.dp.odp_util import format_actions
-from mnovs.ofagent.match import KEY_ONES, METADATA_SHIFT, TUNNEL_SHIFT, field_shift
+from mnovs.ofagent.match import KEY_ONES, METADATA_SHIFT, field_shift
 from mnovs.ofagent.normal import is_reserved_group, key_vlan
 from mnovs.ofagent.ofctl_syntax import (
     ADDRESS_TEXT, ETH_DST, ETH_SRC, IN_PORT_BITS, VLAN_NAMES, field_items, format_flow,
@@ -51,7 +51,7 @@ from mnovs.ofagent.ofp import (
     OFPCML_NO_BUFFER, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, OFPGT_SELECT, OFPP_ALL,
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     OFPR_ACTION, OFPR_INVALID_TTL, OFPR_NO_MATCH)
-from mnovs.ofagent.xlate import decode_userdata, xlate_trace
+from mnovs.ofagent.xlate import TUNNEL_RECEIVE_BITS, decode_userdata, xlate_trace
 
 
 # --- the trace -----------------------------------------------------------------
@@ -65,6 +65,8 @@ _ADDRESS_OXM = {'eth_dst': 'mac', 'eth_src': 'mac', 'arp_sha': 'mac', 'arp_tha':
                 'ipv6_nd_sll': 'mac', 'ipv6_nd_tll': 'mac', 'ipv4_src': 'ip4', 'ipv4_dst': 'ip4',
                 'arp_spa': 'ip4', 'arp_tpa': 'ip4', 'ipv6_src': 'ip6', 'ipv6_dst': 'ip6'}
 IN_PORT_REASON = 'always exact: every megaflow matches its input port'
+TUNNEL_REASON = ('received on tunnel port %s: the datapath chose the port by the tunnel '
+                 'header, and outputs may copy it')
 # What an action's prerequisite check asks (set_field: its field), and why it reads values.
 _PREREQS = {'dec_nw_ttl': 'an IP header', 'set_nw_ttl': 'an IP header',
             'push_mpls': 'an MPLS or IP header'}
@@ -109,16 +111,13 @@ def format_rule(rule):
 
 
 def _rule_match(rule):
-    """A rule's match: pipeline fields (metadata, tun_id) first, then the key's."""
+    """A rule's match: pipeline metadata first, then the key's fields."""
     parts = []
     metadata = rule.mask >> METADATA_SHIFT
     if metadata:
         value = rule.value >> METADATA_SHIFT
         parts.append(f'metadata={value:#x}' + ('' if metadata == (1 << 64) - 1
                                                else f'/{metadata:#x}'))
-    tunnel = rule.mask >> TUNNEL_SHIFT & (1 << 64) - 1
-    if tunnel:
-        parts.append(f'tun_id={rule.value >> TUNNEL_SHIFT & tunnel:#x}')
     parts.append(format_match(rule.value & KEY_ONES, rule.mask & KEY_ONES))
     return ','.join(filter(None, parts))
 
@@ -165,6 +164,9 @@ class _Story:
         title = f'bridge("{ofproto.name}")'
         self.lines += [title, '-' * len(title)]
         self.reasons = [(IN_PORT_BITS, 0, 0, IN_PORT_REASON)]  # (new, again, shadowed, why)
+        port = ofproto.ports.get(self.in_port)
+        if port is not None and port.tunnel is not None:
+            self.reasons.append((TUNNEL_RECEIVE_BITS, 0, 0, TUNNEL_REASON % port.name))
         self.rule = None            # the rule whose instructions are being told
         self.stopped = False
         self.in_action_set = False

@@ -51,6 +51,18 @@ Semantics (OF1.3, chapter 5):
   MPLS, push VLAN, TTL decrements, sets, queue, then group, else output).
 - meter: ('meter', meter_id) is emitted where the instruction runs, before
   the rule's outputs.
+- output to a tunnel port (its datapath port has a TunnelConfig, see
+  dp/tunnel.py) is ('set_tunnel', TunnelSpec) then ('output', port), as
+  OVS's set(tunnel(...)): the VNI is out_key or, for key=flow, the flow's
+  tun_id; the destination is remote_ip or, for remote_ip=flow, the flow's
+  tun_dst (none: the output is dropped); tos/ttl=inherit copy the inner IP
+  header's. Flow values read count in the mask unless set_field wrote them.
+- set_field on tunnel_id, tun_ipv4_src, tun_ipv4_dst changes the packet's
+  tunnel metadata, never its bytes: it is used by a later output to a
+  tunnel port and emits nothing itself.
+- A packet received on a tunnel port matches its tunnel metadata (tun_id,
+  addresses, tos, flags) in every megaflow, as OVS's tnl_wc_init: the
+  datapath found the port by them, and outputs may copy them.
 - output: a physical port unless it is the input port (OFPP_IN_PORT sends
   there), is down, or has NO_FWD; FLOOD and ALL: every such port but the
   input port (FLOOD also skips BLOCKED ones); NORMAL: ctx.normal(key);
@@ -102,6 +114,7 @@ import struct
 from collections import namedtuple
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
+from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, INHERIT, TunnelSpec, spec_flags
 from mnovs.ofagent.group import port_is_live
 from mnovs.ofagent.match import (
     KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
@@ -136,6 +149,13 @@ NW_TTL_BITS = field_bits('nw_ttl')
 L3_L4_BITS = fields_bits(('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto',
                           'nw_tos', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst', 'tcp_flags',
                           'arp_sha', 'arp_tha', 'nd_target'))
+TUN_ID_SHIFT, TUN_SRC_SHIFT, TUN_DST_SHIFT = (field_shift(name)
+                                             for name in ('tun_id', 'tun_src', 'tun_dst'))
+# What a packet from a tunnel port always matches (OVS's tnl_wc_init).
+TUNNEL_RECEIVE_BITS = (fields_bits(('tun_id', 'tun_src', 'tun_dst', 'tun_tos'))
+                       | field_bits('tun_flags', 0x7))      # df, csum, key
+TUNNEL_METADATA_BITS = fields_bits(('tun_id', 'tun_src', 'tun_dst'))    # set_field writes these
+NW_TOS_SHIFT = field_shift('nw_tos')
 IP_ANY = PREREQS['ip_dscp']
 MPLS = PREREQS['mpls_label']
 
@@ -224,6 +244,9 @@ class _Xlate:
         self.metadata = self.written = self.dirty = 0
         self.changed = self.differs = self.touched = 0    # for group buckets
         self.wc = IN_PORT_BITS
+        in_port = ctx.ports.get(self.in_port)
+        if in_port is not None and in_port.tunnel is not None:
+            self.wc |= TUNNEL_RECEIVE_BITS
         self.odp = []
         self.undo = None                # inside a bucket: actions that undo its pushes/pops
         self.rules, self.groups, self.meters = [], [], []
@@ -584,7 +607,44 @@ def _output_port(x, port_no, flood=False):
         x.note('output:%d: port missing, down or not forwarding: skipped', port_no)
         return
     _commit(x)
+    if port.tunnel is not None and not _set_tunnel(x, port_no, port.tunnel):
+        return
     x.odp.append(('output', port_no))
+
+
+def _set_tunnel(x, port_no, config):
+    """Emit the set_tunnel of an output to a tunnel port; False: no destination."""
+    flow = x.flow
+    if config.remote_ip == FLOW:
+        x.read_value(field_bits('tun_dst'))
+        ip_dst = (flow >> TUN_DST_SHIFT & 0xffffffff).to_bytes(4, 'big')
+        if not any(ip_dst):
+            x.note('output:%d: remote_ip=flow but no tun_dst set: dropped', port_no)
+            return False
+    else:
+        ip_dst = config.remote_ip
+    if config.local_ip == FLOW:
+        x.read_value(field_bits('tun_src'))
+        ip_src = (flow >> TUN_SRC_SHIFT & 0xffffffff).to_bytes(4, 'big')
+    else:
+        ip_src = config.local_ip or bytes(4)
+    if config.out_key == FLOW:
+        x.read_value(field_bits('tun_id'))
+        tun_id = flow >> TUN_ID_SHIFT & 0xffffffffffffffff
+    else:
+        tun_id = config.out_key
+    tos, ttl = config.tos, config.ttl
+    if tos == INHERIT or ttl == INHERIT:
+        is_ip = _prereq_ok(x, IP_ANY)
+        if tos == INHERIT:
+            x.read_value(field_bits('nw_tos', 0xfc))
+            tos = flow >> NW_TOS_SHIFT & 0xfc if is_ip else 0
+        if ttl == INHERIT:
+            x.read_value(NW_TTL_BITS)
+            ttl = flow >> NW_TTL_SHIFT & 0xff if is_ip else DEFAULT_TTL
+    x.odp.append(('set_tunnel', TunnelSpec(tun_id, ip_src, ip_dst, tos, ttl, config.dst_port,
+                                           spec_flags(config))))
+    return True
 
 
 def _controller(x, reason, max_len, rule):
@@ -610,6 +670,9 @@ def _normal(x):
         if action[0] == 'output' and (not port_is_live(port) or port.config & OFPPC_NO_FWD):
             x.note('NORMAL: output:%d: port down or NO_FWD: skipped', action[1])
             continue
+        if port is not None and port.tunnel is not None \
+                and not _set_tunnel(x, action[1], port.tunnel):
+            continue
         x.odp.append(action)
 
 
@@ -621,6 +684,12 @@ def _set_field(x, action, rule):
         return
     if name == 'vlan_vid':
         value &= 0xfff
+    if bits & TUNNEL_METADATA_BITS:
+        # Packet metadata, not bytes: nothing to commit (see _set_tunnel).
+        x.flow = x.flow & ~bits | value << shift
+        x.written |= bits
+        x.changed |= bits
+        return
     _write(x, bits, value << shift)
 
 

@@ -537,3 +537,22 @@ def test_fuzz_oxm_tlvs():
         length = 4 + len(tlvs)
         match = struct.pack('!HH', 1, length) + tlvs + bytes(-length % 8)
         decode_or_error(with_length(head + match + tail))
+
+
+def test_tunnel_fields_from_ryu_and_as_ovs_ofctl_sends_them():
+    """tunnel_id (OXM 38) and Nicira's tun_ipv4_src/dst (NXM_1 31/32), in matches and set_field."""
+    o, p, dp = ryu_of13()
+    match = p.OFPMatch(tunnel_id=42, tun_ipv4_src='10.0.2.1', tun_ipv4_dst=('10.0.1.0',
+                                                                            '255.255.255.0'))
+    actions = [p.OFPActionSetField(tunnel_id=43), p.OFPActionSetField(tun_ipv4_dst='10.0.2.9'),
+               p.OFPActionOutput(5)]
+    raw = ryu_serialize(p.OFPFlowMod(dp, match=match, instructions=[
+        p.OFPInstructionActions(o.OFPIT_APPLY_ACTIONS, actions)]), 7)
+    msg = decode(raw)
+    assert msg.match == {'tunnel_id': (42, None), 'tun_ipv4_src': (0x0a000201, None),
+                         'tun_ipv4_dst': (0x0a000100, 0xffffff00)}
+    assert msg.instructions[0][1][:2] == (('set_field', 'tunnel_id', 43),
+                                          ('set_field', 'tun_ipv4_dst', 0x0a000209))
+    # What ovs-ofctl -O OpenFlow13 sends for tun_src=10.0.2.1: an NXM_1 OXM, header 0x00013e04.
+    assert encode_match({'tun_ipv4_src': (0x0a000201, None)})[4:12] == bytes.fromhex(
+        '00013e040a000201')

@@ -45,6 +45,7 @@ class FakePort:
     def __init__(self, port_no):
         self.port_no = port_no
         self.md = md_of(port_no)
+        self.tunnel = None
         self.name = f'ut1-eth{port_no}'     # no such interface: hw_addr is 0
         self.up = True
         self.sent = []

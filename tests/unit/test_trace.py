@@ -479,3 +479,15 @@ def test_field_items_names_by_protocol():
     assert [name for name, _, _ in field_items(int.from_bytes(icmp, 'big'), KEY_ONES,
                                                flow=True)] == \
         ['in_port', 'dl_type', 'nw_proto', 'icmp_type', 'icmp_code']
+
+
+def test_trace_of_a_tunnel_packet_explains_its_tunnel_fields(sw):
+    from test_xlate import tunnel_port
+    sw.ports[5] = tunnel_port(key='flow')
+    sw.ports[5].name = 'vx1'
+    sw.add({'tunnel_id': (0x2a, None)}, [out(2)])
+    text = sw.trace('in_port=5,tun_id=0x2a,tun_src=10.0.2.1,tun_dst=10.0.1.1,tun_flags=key,ip')
+    assert line(text, 'Megaflow: ') == ('tun_id=0x2a,tun_src=10.0.2.1,tun_dst=10.0.1.1,tun_tos=0,'
+                                        'tun_flags=-df-csum+key,in_port=5')
+    assert why(text, 'tun_id')[0].startswith('received on tunnel port vx1')
+    assert line(text, 'Datapath actions: ') == '2'

@@ -13,6 +13,7 @@ import pytest
 
 from mnovs.dp.actions import validate_actions
 from mnovs.dp.flow import KEY_LEN, make_key, make_mask
+from mnovs.dp.tunnel import TunnelSpec, parse_tunnel_config
 from mnovs.ofagent.group import HASH_BITS, GroupTable
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.match import field_bits
@@ -37,8 +38,8 @@ def out(port, max_len=0xffff):
     return ('output', port, max_len)
 
 
-def port(up=True, config=0, state=0):
-    return SimpleNamespace(up=up, config=config, state=state)
+def port(up=True, config=0, state=0, tunnel=None):
+    return SimpleNamespace(up=up, config=config, state=state, tunnel=tunnel)
 
 
 class Switch:
@@ -548,3 +549,67 @@ def test_revalidation_keeps_cache_exact(seed):
             for (masked, mask_), actions in cache.items():
                 if mix(key, mask_, bytes(KEY_LEN)) == masked:
                     assert actions == expected
+
+
+# --- tunnel ports --------------------------------------------------------------
+
+def tunnel_port(**options):
+    config, _ = parse_tunnel_config('vx1', 'vxlan', {'remote_ip': '10.0.2.1', **options})
+    return port(tunnel=config)
+
+
+def ip4(text):
+    return bytes(int(part) for part in text.split('.'))
+
+
+def test_output_to_tunnel_port_sets_the_tunnel_first(sw):
+    sw.ports[5] = tunnel_port(key='42', local_ip='10.0.1.1')
+    sw.add({'in_port': (1, None)}, [out(5)])
+    result = sw.xlate(eth_type=0x800)
+    assert result.actions == (
+        ('set_tunnel', TunnelSpec(42, ip4('10.0.1.1'), ip4('10.0.2.1'), 0, 64, 4789, 0b101)),
+        ('output', 5))
+    assert result.mask == mask()                 # fixed key and addresses read nothing
+
+
+def test_key_flow_takes_set_field_tunnel_id_and_reads_nothing(sw):
+    sw.ports[5] = tunnel_port(key='flow')
+    sw.add({'in_port': (1, None)}, [('set_field', 'tunnel_id', 43), out(5)])
+    result = sw.xlate()
+    assert result.actions[0][1].tun_id == 43 and result.actions[1] == ('output', 5)
+    assert result.mask == mask()
+
+
+def test_remote_ip_flow_needs_tun_dst(sw):
+    sw.ports[5] = tunnel_port(remote_ip='flow')
+    sw.add({'in_port': (1, None)}, [out(5)])
+    assert sw.xlate().actions == ()
+    sw.add({'in_port': (1, None)}, [('set_field', 'tun_ipv4_dst', 0x0a000203), out(5)])
+    assert sw.xlate().actions[0][1].ip_dst == ip4('10.0.2.3')
+
+
+def test_tos_and_ttl_inherit_read_the_inner_header(sw):
+    sw.ports[5] = tunnel_port(tos='inherit', ttl='inherit')
+    sw.add({'in_port': (1, None)}, [out(5)])
+    spec = sw.xlate(eth_type=0x800, nw_tos=0xb9, nw_ttl=7).actions[0][1]
+    assert (spec.tos, spec.ttl) == (0xb8, 7)
+    assert sw.xlate(eth_type=0x800).mask == mask('eth_type', 'nw_ttl', nw_tos=0xfc)
+
+
+def test_packet_from_a_tunnel_matches_its_tunnel_metadata(sw):
+    sw.ports[5] = tunnel_port(key='flow')
+    sw.add({'tunnel_id': (43, None)}, [out(2)], priority=200)
+    sw.add({}, [out(3)])
+    hit = sw.xlate(in_port=5, tun_id=43, tun_src=ip4('10.0.2.1'), tun_flags=4)
+    miss = sw.xlate(in_port=5, tun_id=42, tun_src=ip4('10.0.2.1'), tun_flags=4)
+    assert hit.actions == (('output', 2),) and miss.actions == (('output', 3),)
+    assert hit.mask == mask('tun_id', 'tun_src', 'tun_dst', 'tun_tos', tun_flags=7)
+
+
+def test_normal_floods_into_tunnels_with_their_headers(sw):
+    sw.ports[5] = tunnel_port(key='7')
+    sw.add({}, [out(OFPP_NORMAL)])
+    actions = sw.xlate(eth_src=MAC1, eth_dst=MAC3).actions
+    assert actions[:3] == (('output', 2), ('output', 3), ('output', 4))
+    assert actions[3][0] == 'set_tunnel' and actions[3][1].tun_id == 7
+    assert actions[4] == ('output', 5)

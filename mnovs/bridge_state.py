@@ -239,8 +239,6 @@ class BridgeState:
                 reason = os.strerror(err.errno) if err.errno else str(err)
                 self.port_errors[spec.name] = (f'could not open network device {spec.name} '
                                                f'({reason})')
-            reason = os.strerror(err.errno) if err.errno else str(err)
-            self.port_errors[spec.name] = f'could not open network device {spec.name} ({reason})'
         except ValueError:
             # The number is taken after all (a port added by dpctl/add-if):
             # as OVS's ofproto_port_add, take a free one instead.

@@ -78,7 +78,7 @@ from mnovs.dp.offload import VNET_HDR_LEN
 from mnovs.dp.tap import TapPort
 from mnovs.dp.tunnel import TUNNEL_TYPES
 from mnovs.dp.vxlan import (ANC_SIZE, DROP_NO_SOURCE, DROP_NO_SPEC, RX_BUF_HEADROOM,
-                            TunnelSockets, VxlanPort)
+                            TunnelSockets, VxlanPort, mark_offloads)
 from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -514,7 +514,9 @@ class Datapath:
             if port is None:
                 self.count_drop(md, 1)
                 continue
-            self._input(port, md, view[:RX_BUF_HEADROOM + n], emc_get, now)
+            packet = view[:RX_BUF_HEADROOM + n]
+            mark_offloads(packet)
+            self._input(port, md, packet, emc_get, now)
 
     def _input(self, port, md, packet, emc_get, now):
         """One packet (vnet header + frame, a view into the ring) through the caches.

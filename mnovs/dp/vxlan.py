@@ -53,9 +53,14 @@ header), `vxlan-bad-header` (flags other than the I bit, reserved bits
 set), `tunnel-no-port` (no tunnel port takes the datagram's key and
 addresses; logged once per (key, source, destination), rate-limited).
 
+Offloads on receive: a sender on this host hands over inner frames with
+its offload work undone (a partial checksum, a TCP super-frame, over
+veths); mark_offloads finds them and says so in the vnet header, so they
+leave finished (see there).
+
 Cost: receive is one recvmsg_into per datagram (about 3 us), a header
-unpack and a cache lookup; the inner frame is handed to the datapath in
-place (the buffer keeps 2 spare bytes in front, so a zero vnet header fits
+unpack, a cache lookup and the partial-checksum check; the inner frame is
+handed to the datapath in place (the buffer keeps 2 spare bytes in front, so a zero vnet header fits
 before the inner frame). Send is one sendmsg per datagram (about 5 us), or
 per up to 43 segments with UDP_SEGMENT.
 """
@@ -66,7 +71,9 @@ import socket
 import struct
 
 from mnovs.dp.flow import FLOW_TNL_F_CSUM, FLOW_TNL_F_DONT_FRAGMENT, FLOW_TNL_F_KEY, md_of
-from mnovs.dp.offload import F_NEEDS_CSUM, VNET_HDR_LEN, segment
+from mnovs.dp.offload import (ETH_TYPE_IP, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, IPPROTO_TCP,
+                              IPPROTO_UDP, VNET_HDR, VNET_HDR_LEN, frame_layout, ones_sum,
+                              segment)
 from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, TunnelConfigError
 from mnovs.vlog import RateLimitedLog
 
@@ -97,7 +104,7 @@ UDP_MAX_SEGMENTS = 64                   # the kernel's limit per UDP_SEGMENT sen
 SEND_SOCKETS = 8                        # UDP source ports per source address
 SOCK_BUF = 4 << 20
 RX_BUF_HEADROOM = VNET_HDR_LEN - VXLAN_HDR_LEN  # room for the zero vnet header
-ZERO_VXLAN = bytes(VXLAN_HDR_LEN)
+ZERO_VNET = bytes(VNET_HDR_LEN)
 ANC_SIZE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
 MD_CACHE_SIZE = 4096                    # receive classification results kept
 NO_PORT_LOGGED = 1024                   # (key, src, dst) remembered as already logged
@@ -112,8 +119,10 @@ DROP_NO_SPEC = 'tunnel-no-spec'         # an output to a tunnel without set_tunn
 DROP_NO_SOURCE = 'tunnel-no-source'     # the spec's source address is not this host's
 DROP_OFFLOAD = 'tunnel-offload'
 
+ETH_DATA_LEN = 1500                     # the standard MTU: TCP super-frames are cut to it
 _ANY = bytes(4)
 _U16 = struct.Struct('=H')
+_U16_BE = struct.Struct('!H')
 
 
 def _ip_text(addr):
@@ -202,9 +211,8 @@ class TunnelReceiver:
         """Check the datagram of n bytes now in the buffer; find its port.
 
         Returns:
-            (port, md) for a datagram to deliver, after zeroing the VXLAN
-            header's bytes (they become the inner frame's vnet header); or
-            (None, drop reason).
+            (port, md) for a datagram to deliver, its inner frame now
+            behind a zero vnet header at buf[0:10]; or (None, drop reason).
         """
         if n < VXLAN_HDR_LEN + INNER_MIN:
             return None, DROP_TRUNCATED
@@ -229,7 +237,9 @@ class TunnelReceiver:
                 self.cache.clear()
             self.cache[cache_key] = found
         if found[0] is not None:
-            buf[RX_BUF_HEADROOM:VNET_HDR_LEN] = ZERO_VXLAN
+            # The VXLAN header's bytes, and the 2 in front that a previous
+            # frame's mark_offloads may have written, become a zero vnet header.
+            buf[:VNET_HDR_LEN] = ZERO_VNET
         return found
 
     def _classify_new(self, src_text, dst, vni, tos, ttl):
@@ -258,6 +268,65 @@ def _match_text(match):
     def ip(value):
         return value if value == FLOW else _ip_text(value)
     return (f'{"::" if local is None else ip(local)}->{ip(remote)}, key={key}')
+
+
+def mark_offloads(packet):
+    """Say in a received inner frame's vnet header what work its sender left undone.
+
+    A datagram from a sender on this host (a Linux vxlan device, a kernel
+    tunnel) that crossed veths carries the inner frame as the sender's stack
+    left it, which no wire would ever carry, and the UDP socket cannot tell:
+
+    - a partial TCP/UDP checksum (checksum offload): the field holds only
+      the pseudo-header sum. Forwarded as it is, the segment is dropped by
+      its receiver (ping works, TCP does not). Found by comparing the field
+      with the pseudo-header sum, then checking that the full checksum does
+      not verify; the vnet header gets F_NEEDS_CSUM with its offsets.
+    - a TCP super-frame (TSO): a vxlan device's GSO packet reaches a plain
+      UDP socket unsegmented (the kernel segments UDP tunnel GSO only for
+      tunnel sockets), so one datagram holds up to 64 KB of TCP. An inner
+      TCP frame whose IP packet exceeds ETH_DATA_LEN gets GSO_TCPV4/6 with
+      segments of a standard MTU, as a TSO frame from a veth would.
+
+    The kernel then finishes the frame on a port's transmit, or
+    offload.segment() does toward another tunnel, as for a frame from a veth.
+
+    Cost: a header walk and a pseudo-header sum per TCP/UDP frame; a sum
+    over the segment only for frames that look partial.
+    """
+    layout = frame_layout(packet)
+    if layout is None:
+        return
+    eth_type, l3, proto, l4 = layout
+    if proto == IPPROTO_TCP:
+        at = l4 + 16
+    elif proto == IPPROTO_UDP:
+        at = l4 + 6
+    else:
+        return
+    if eth_type == ETH_TYPE_IP:
+        end = l3 + (packet[l3 + 2] << 8 | packet[l3 + 3])
+        pseudo = ones_sum(packet[l3 + 12:l3 + 20])
+        gso_type = GSO_TCPV4
+    else:
+        end = l3 + 40 + (packet[l3 + 4] << 8 | packet[l3 + 5])
+        pseudo = ones_sum(packet[l3 + 8:l3 + 40])
+        gso_type = GSO_TCPV6
+    if end > len(packet) or at + 2 > end:
+        return
+    pseudo = (pseudo + proto + end - l4) % 0xFFFF
+    if proto == IPPROTO_TCP and end - l3 > ETH_DATA_LEN:
+        tcp_len = (packet[l4 + 12] >> 4) * 4
+        _U16_BE.pack_into(packet, at, pseudo)
+        VNET_HDR.pack_into(packet, 0, F_NEEDS_CSUM, gso_type, l4 + tcp_len - VNET_HDR_LEN,
+                           ETH_DATA_LEN - (l4 - l3) - tcp_len, l4 - VNET_HDR_LEN, 16)
+        return
+    field = packet[at] << 8 | packet[at + 1]
+    if field % 0xFFFF != pseudo or not field and proto == IPPROTO_UDP:
+        return
+    if (pseudo + ones_sum(packet[l4:end])) % 0xFFFF == 0:
+        return                      # a full checksum that happens to equal the pseudo sum
+    VNET_HDR.pack_into(packet, 0, F_NEEDS_CSUM, 0, 0, 0, l4 - VNET_HDR_LEN, at - l4)
 
 
 # --- send --------------------------------------------------------------------

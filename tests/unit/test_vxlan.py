@@ -262,3 +262,61 @@ def test_validate_actions_takes_what_xlate_makes():
 
 def test_tun_fields_sit_in_the_key_where_megaflows_mask_them():
     assert FIELD_SLICES['tun_id'][1] == 8 and FIELD_SLICES['tun_src'][1] == 4
+
+
+def tcp_packet(payload=b'hello tunnel', partial=True):
+    """vnet header + an IPv4/TCP frame whose checksum is partial or complete."""
+    from mnovs.dp.offload import complete_csum, ones_sum
+    src, dst = socket.inet_aton('10.0.0.1'), socket.inet_aton('10.0.0.2')
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40 + len(payload), 1, 0, 64, 6, 0, src, dst)
+    pseudo = (ones_sum(src + dst) + 6 + 20 + len(payload)) % 0xFFFF
+    tcp = struct.pack('!HHIIBBHHH', 1, 2, 0, 0, 0x50, 0x18, 100, pseudo, 0)
+    frame = bytearray(b'\x00' * 12 + b'\x08\x00' + ip + tcp + payload)
+    if not partial:
+        complete_csum(frame, 34, 16)
+    return bytearray(10) + frame
+
+
+def test_a_partial_inner_checksum_is_marked_for_the_kernel_to_finish():
+    from mnovs.dp.vxlan import mark_offloads
+    packet = tcp_packet()
+    mark_offloads(memoryview(packet))
+    assert VNET_HDR.unpack_from(packet) == (1, 0, 0, 0, 34, 16)
+    full = tcp_packet(partial=False)
+    mark_offloads(memoryview(full))
+    assert full[:10] == bytes(10)
+    assert segment_ok(packet)
+
+
+def segment_ok(packet):
+    """offload.segment finishes a marked packet into a frame whose checksum verifies."""
+    from mnovs.dp.offload import ones_sum, segment
+    (frame,) = segment(bytes(packet))
+    pseudo = ones_sum(frame[26:34]) + 6 + len(frame) - 34
+    return (pseudo + ones_sum(frame[34:])) % 0xFFFF == 0
+
+
+def test_an_inner_tcp_super_frame_is_marked_for_segmentation():
+    from mnovs.dp.offload import segment
+    from mnovs.dp.vxlan import mark_offloads
+    payload = bytes(range(256)) * 20            # 5120 bytes: beyond a standard MTU
+    packet = tcp_packet(payload)
+    mark_offloads(memoryview(packet))
+    flags, gso_type, hdr_len, gso_size, start, offset = VNET_HDR.unpack_from(packet)
+    assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, GSO_TCPV4, 54, 1460, 34, 16)
+    frames = segment(bytes(packet))
+    assert len(frames) == 4 and b''.join(f[54:] for f in frames) == payload
+
+
+def test_a_frame_after_a_marked_super_frame_gets_a_clean_vnet_header(pair):
+    a, b, sink, udp_port = pair
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(('127.0.0.1', 0))
+    header = VXLAN_HDR.pack(VXLAN_FLAGS, 42 << 8)
+    try:
+        sender.sendto(header + bytes(tcp_packet(bytes(3000))[10:]), ('127.0.0.2', udp_port))
+        sender.sendto(header + frame(), ('127.0.0.2', udp_port))
+        drain(b, 7)
+    finally:
+        sender.close()
+    assert [packet[:2] for packet, _ in sink.upcalls] == [b'\x01\x01', b'\x00\x00']

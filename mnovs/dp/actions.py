@@ -10,6 +10,9 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('push_mpls', ethertype, lse)       insert an MPLS label stack entry
     ('pop_mpls', ethertype)             remove the top label stack entry
     ('meter', meter_id)                 dp.meters.apply(...); a drop ends the list
+    ('hash', basis)                     dp.hash_l4(packet, basis): 5-tuple hash → dp_hash
+    ('recirc', recirc_id)               dp.recirculate(packet, recirc_id): through the
+                                        caches again, re-parsed (always the last action)
 
 validate_actions() checks their shape; the slow path's translations are
 checked against it in tests, and execute() trusts its input (an invalid
@@ -211,6 +214,14 @@ def exec_meter(dp, pkt, action):
     if dp.meters.apply(action[1], length, monotonic(), packets):
         return None
     return _METER_DROP
+
+
+def exec_hash(dp, pkt, action):
+    dp.hash_l4(pkt, action[1])
+
+
+def exec_recirc(dp, pkt, action):
+    dp.recirculate(pkt, action[1])
 
 
 def exec_set_masked(dp, pkt, action):
@@ -431,6 +442,8 @@ _ACTIONS = {
     'push_mpls': (exec_push_mpls, True, 3),
     'pop_mpls': (exec_pop_mpls, True, 2),
     'meter': (exec_meter, False, 2),
+    'hash': (exec_hash, False, 2),
+    'recirc': (exec_recirc, False, 2),
 }
 
 # field: (width in bytes, setter, setter's constant)
@@ -485,8 +498,12 @@ def validate_actions(actions):
             _check_uint(action[2], 32, 'push_mpls lse')
         elif name == 'pop_mpls':
             _check_uint(action[1], 16, 'pop_mpls ethertype')
-        elif name == 'meter':
-            _check_uint(action[1], 32, 'meter id')
+        elif name in ('meter', 'hash'):
+            _check_uint(action[1], 32, f'{name} argument')
+        elif name == 'recirc':
+            if action is not actions[-1]:
+                raise ValueError('recirc must be the last action')
+            _check_uint(action[1], 32, 'recirc id')
         elif name == 'userspace' and not isinstance(action[1], bytes):
             raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
 

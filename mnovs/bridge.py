@@ -66,8 +66,8 @@ COLUMNS = {
     'Bridge': ['name', 'ports', 'controller', 'fail_mode', 'protocols', 'other_config',
                'datapath_id'],
     'Port': ['name', 'interfaces'],
-    'Interface': ['name', 'type', 'ofport_request', 'ofport', 'ifindex', 'mac_in_use',
-                  'link_state', 'admin_state', 'error', 'statistics'],
+    'Interface': ['name', 'type', 'options', 'ofport_request', 'ofport', 'ifindex',
+                  'mac_in_use', 'link_state', 'admin_state', 'error', 'statistics'],
     'Controller': ['target', 'controller_rate_limit', 'controller_burst_limit',
                    'is_connected', 'role', 'status'],
 }

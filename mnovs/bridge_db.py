@@ -7,7 +7,8 @@ bridge_reconfigure helpers, so it can be tested without a database:
 - `desired_state(bridge)`: the whole desired state of one bridge, the JSON
   document of the `bridge/apply` command (see notes/bridge_contract.md):
   datapath id, fail mode, protocols, controllers with their rate limits, and
-  the ports, LOCAL first.
+  the ports, LOCAL first, each with its Interface type and options (a
+  tunnel's remote_ip, key, ...).
 - `pick_datapath_id(name, other_config)`: OVS's other_config:datapath-id when
   it is valid (16 hex digits, not all zero, as OVS's dpid_from_string). OVS
   falls back to the bridge's MAC address, which it picks among its ports;
@@ -75,12 +76,13 @@ def port_entries(bridge):
     One entry per Interface: a Port with several interfaces is a bond, which
     its own issue brings.
     """
-    local = {'name': bridge.name, 'type': 'internal', 'ofport_request': None}
+    local = {'name': bridge.name, 'type': 'internal', 'ofport_request': None, 'options': {}}
     others = []
     for port in bridge.ports:
         for iface in port.interfaces:
             entry = {'name': iface.name, 'type': iface.type,
-                     'ofport_request': optional(iface.ofport_request)}
+                     'ofport_request': optional(iface.ofport_request),
+                     'options': dict(iface.options)}
             if iface.name == bridge.name:
                 local = entry
             else:

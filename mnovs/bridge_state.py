@@ -7,7 +7,9 @@ switch process the WHOLE desired state of its bridge as one JSON document
     {"datapath_id": "0000000000000001" | null, "fail_mode": "secure",
      "protocols": ["OpenFlow13"], "controllers": ["tcp:127.0.0.1:6653"],
      "controller_rate_limit": null, "controller_burst_limit": null,
-     "ports": [{"name": "s1", "type": "internal", "ofport_request": null}, ...]}
+     "ports": [{"name": "s1", "type": "internal", "ofport_request": null},
+               {"name": "vx1", "type": "vxlan", "ofport_request": null,
+                "options": {"remote_ip": "10.0.0.2", "key": "42"}}, ...]}
 
 This module turns it into changes of the running switch, live, as
 bridge_reconfigure() does: parse_desired() checks the document (a bad one
@@ -30,6 +32,14 @@ set_fail_mode, set_controllers) and keeps what could not be done:
 - The port named like the bridge is the LOCAL port (OpenFlow OFPP_LOCAL,
   datapath LOCAL_PORT, the same number); its ofport_request is ignored.
   bridge/status gives its ofport as 65534, as OVS writes it in the database.
+- Tunnel ports (type vxlan): their `options` are parsed with OVS's rules
+  (dp/tunnel.py parse_tunnel_config). An option OVS refuses puts OVS's text
+  in the Interface error ("vx1: vxlan type requires valid 'remote_ip'
+  argument") and the port is not made; what OVS only warns about goes to the
+  log. A UDP socket that cannot be bound (another switch has that
+  local_ip/dst_port) is the error "vx1: could not bind the VXLAN socket to
+  ...". A change of a tunnel's options re-creates the port (the options of
+  other port types are not used).
 
 Cost: an apply is O(ports); status reads a few sysfs files per port.
 """
@@ -41,19 +51,21 @@ from collections import namedtuple
 
 from mnovs.dp.datapath import LOCAL_PORT
 from mnovs.dp.tap import TapPort
+from mnovs.dp.tunnel import TUNNEL_TYPES, TunnelConfigError, parse_tunnel_config
 from mnovs.ofagent.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
 
 log = logging.getLogger(__name__)
 
 FAIL_MODES = ('secure', 'standalone')
-PORT_TYPES = ('', 'internal')
+PORT_TYPES = ('', 'internal') + TUNNEL_TYPES
 MAX_OFPORT = 0xfeff                     # OpenFlow 1.0's OFPP_MAX: what ofport_request allows
 LOCAL_OFPORT_DB = 65534                 # LOCAL as OVS writes Interface.ofport
 DB_ROLES = {OFPCR_ROLE_EQUAL: 'other', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
 
 Desired = namedtuple('Desired', 'datapath_id fail_mode protocols controllers '
                                 'controller_rate_limit controller_burst_limit ports')
-PortSpec = namedtuple('PortSpec', 'name type ofport_request')
+# options: ((key, value), ...) sorted, of a tunnel port; () for the other types.
+PortSpec = namedtuple('PortSpec', 'name type ofport_request options', defaults=((),))
 
 
 # --- the document ------------------------------------------------------------
@@ -115,7 +127,13 @@ def _port_spec(port):
     if request is not None and (type(request) is not int or not 0 < request <= MAX_OFPORT):
         raise ValueError(f'bridge/apply: port {port["name"]}: ofport_request {request!r}: '
                          f'expected 1..{MAX_OFPORT}')
-    return PortSpec(port['name'], kind, request)
+    options = port.get('options') or {}
+    if not isinstance(options, dict) or not all(isinstance(key, str) and isinstance(value, str)
+                                                for key, value in options.items()):
+        raise ValueError(f'bridge/apply: port {port["name"]}: options: expected an object '
+                         f'of strings')
+    options = tuple(sorted(options.items())) if kind in TUNNEL_TYPES else ()
+    return PortSpec(port['name'], kind, request, options)
 
 
 # --- what to do ----------------------------------------------------------------
@@ -124,7 +142,7 @@ def plan_ports(current, wanted, bridge):
     """Which ports to delete, and which to add on which number.
 
     Args:
-        current: {name: (type, port_no)} of the ports that run.
+        current: {name: (type, options, port_no)} of the ports that run.
         wanted: [PortSpec] in the document's order.
         bridge: the bridge name (its port is LOCAL).
     Returns:
@@ -142,13 +160,13 @@ def plan_ports(current, wanted, bridge):
             owners[spec.ofport_request] = spec.name
             numbers[spec.name] = spec.ofport_request
     deletes = []
-    for name, (kind, port_no) in current.items():
+    for name, (kind, options, port_no) in current.items():
         spec = next((s for s in wanted if s.name == name), None)
-        if (spec is None or spec.type != kind
+        if (spec is None or spec.type != kind or spec.options != options
                 or name in numbers and numbers[name] != port_no
                 or owners.get(port_no, name) != name):
             deletes.append(name)
-    staying = {name: current[name][1] for name in current if name not in deletes}
+    staying = {name: current[name][2] for name in current if name not in deletes}
     adds = [(spec, numbers.get(spec.name)) for spec in wanted if spec.name not in staying]
     adds.sort(key=lambda add: add[1] is None)
     return deletes, adds
@@ -169,6 +187,7 @@ class BridgeState:
         self.switch = switch
         self.wanted = None                  # [PortSpec] of the last apply; None: CLI config
         self.port_errors = {}               # name -> OVS's error text
+        self.options = {}                   # name -> PortSpec.options of a running tunnel port
         self.controller_errors = {}         # target -> reason
 
     def apply(self, text):
@@ -191,26 +210,44 @@ class BridgeState:
 
     def _reconcile_ports(self):
         switch = self.switch
-        current = {port.name: (port_type(port), port.port_no)
+        current = {port.name: (port_type(port), self.options.get(port.name, ()), port.port_no)
                    for port in switch.dp.ports.values()}
         deletes, adds = plan_ports(current, self.wanted, switch.name)
         for name in deletes:
             switch.del_port(name)
+            self.options.pop(name, None)
         self.port_errors = {}
         for spec, port_no in adds:
             self._add(spec, port_no)
 
     def _add(self, spec, port_no):
+        tunnel = None
         try:
-            self.switch.add_port(spec.name, port_no, spec.type)
+            if spec.type in TUNNEL_TYPES:
+                tunnel, warnings = parse_tunnel_config(spec.name, spec.type, dict(spec.options))
+                for warning in warnings:
+                    log.warning('%s: %s', self.switch.name, warning)
+            self.switch.add_port(spec.name, port_no, spec.type, tunnel)
+            if tunnel is not None:
+                self.options[spec.name] = spec.options
+        except TunnelConfigError as err:
+            self.port_errors[spec.name] = str(err)
         except OSError as err:
+            if tunnel is not None:
+                self.port_errors[spec.name] = f'{spec.name}: {err.strerror or err}'
+            else:
+                reason = os.strerror(err.errno) if err.errno else str(err)
+                self.port_errors[spec.name] = (f'could not open network device {spec.name} '
+                                               f'({reason})')
             reason = os.strerror(err.errno) if err.errno else str(err)
             self.port_errors[spec.name] = f'could not open network device {spec.name} ({reason})'
         except ValueError:
             # The number is taken after all (a port added by dpctl/add-if):
             # as OVS's ofproto_port_add, take a free one instead.
             try:
-                self.switch.add_port(spec.name, None, spec.type)
+                self.switch.add_port(spec.name, None, spec.type, tunnel)
+                if tunnel is not None:
+                    self.options[spec.name] = spec.options
             except (OSError, ValueError) as err:
                 self.port_errors[spec.name] = (f'could not add network device {spec.name} '
                                                f'to ofproto ({err})')
@@ -244,11 +281,19 @@ class BridgeState:
 
 
 def port_type(port):
-    return 'internal' if isinstance(port, TapPort) else ''
+    if isinstance(port, TapPort):
+        return 'internal'
+    return port.kind if port.tunnel is not None else ''
 
 
 def port_status(port):
-    """The Interface columns of one running port, as ovs-vswitchd fills them."""
+    """The Interface columns of one running port, as ovs-vswitchd fills them.
+
+    A tunnel port has no device: it is up while it exists, as OVS shows it.
+    """
+    if port.tunnel is not None:
+        return {'ofport': port.port_no, 'admin_state': 'up', 'link_state': 'up',
+                'error': None, 'statistics': port_statistics(port)}
     name = port.name
     flags = _sysfs_int(name, 'flags', 16)
     admin_up = bool(flags & 1) if flags is not None else False
@@ -260,12 +305,15 @@ def port_status(port):
         'admin_state': 'up' if admin_up else 'down',
         'link_state': 'up' if admin_up and carrier else 'down',
         'error': None,
-        'statistics': {
-            'rx_packets': port.rx_packets, 'rx_bytes': port.rx_bytes,
+        'statistics': port_statistics(port),
+    }
+
+
+def port_statistics(port):
+    return {'rx_packets': port.rx_packets, 'rx_bytes': port.rx_bytes,
             'rx_dropped': port.rx_dropped, 'rx_errors': port.rx_errors,
             'tx_packets': port.tx_packets, 'tx_bytes': port.tx_bytes,
-            'tx_dropped': port.tx_dropped},
-    }
+            'tx_dropped': port.tx_dropped}
 
 
 def controller_status(ofproto, errors, mgmt_target):

@@ -5,6 +5,8 @@
 
 The process owns a Datapath (mnovs.dp) and the slow path above it, and polls:
 - the packet socket of every port, handled by Datapath.port_input;
+- the UDP socket of every tunnel endpoint, once however many tunnel ports
+  share it, handled by Datapath.tunnel_input (dp/vxlan.py);
 - a rtnetlink socket (LinkMonitor) for link up/down and removed interfaces;
 - the control socket (unixctl), for ovs-appctl and Mininet's dpctl;
 and runs housekeeping once a second (megaflow expiry, MAC aging).
@@ -214,29 +216,35 @@ class VSwitchd:
 
     # --- ports -------------------------------------------------------------
 
-    def add_port(self, name, port_no=None, port_type=''):
+    def add_port(self, name, port_no=None, port_type='', tunnel=None):
         """Add a port, announce it (PORT_STATUS ADD) and return it.
 
         Args:
             port_type: '' opens an existing interface and takes it up;
                 'internal' creates a TAP device, left down as OVS leaves
-                its internal interfaces. The port named like the bridge is
-                LOCAL whatever port_no says.
+                its internal interfaces; 'vxlan' makes a tunnel port with
+                the TunnelConfig `tunnel` (no network device: always up).
+                The port named like the bridge is LOCAL whatever port_no says.
         Raises:
-            OSError: the interface cannot be opened (or taken up).
-            ValueError: the name or number is in use, or a bad type.
+            OSError: the interface cannot be opened (or taken up), or a
+                tunnel's UDP socket cannot be bound.
+            ValueError: the name or number is in use, or a bad type;
+                TunnelConfigError: another tunnel port takes the same datagrams.
         """
         if name == self.name:
             port_no = LOCAL_PORT
-        port = self.dp.add_port(name, port_no, port_type)
-        try:
-            port.up = (self.links.is_up(name) if port_type == 'internal'
-                       else self.links.bring_up(name))
-        except OSError:
-            self.dp.del_port(port.port_no)
-            raise
-        self.selector.register(port.fd, selectors.EVENT_READ,
-                               lambda events: self._port_ready(port, events))
+        port = self.dp.add_port(name, port_no, port_type, tunnel)
+        if port.tunnel is not None:
+            self._watch_tunnel(port)
+        else:
+            try:
+                port.up = (self.links.is_up(name) if port_type == 'internal'
+                           else self.links.bring_up(name))
+            except OSError:
+                self.dp.del_port(port.port_no)
+                raise
+            self.selector.register(port.fd, selectors.EVENT_READ,
+                                   lambda events: self._port_ready(port, events))
         self.ofproto.port_added(port)
         self.normal.port_changed(port.port_no)
         log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
@@ -247,11 +255,22 @@ class VSwitchd:
         port = self.dp.port_by_name(name)
         if port is None:
             raise CommandError(f'no port named {name}')
-        self.selector.unregister(port.fd)
+        if port.tunnel is None:
+            self.selector.unregister(port.fd)
+        elif self.dp.tunnels.last_user(port):
+            self.selector.unregister(port.receiver.fd)      # it closes with its last port
         self.dp.del_port(port.port_no)
         self.ofproto.port_deleted(port.port_no)
         self.normal.port_changed(port.port_no)
         log.info('deleted port %d: %s', port.port_no, name)
+
+    def _watch_tunnel(self, port):
+        """Poll the UDP socket a tunnel port receives on, once for all its ports."""
+        receiver = port.receiver
+        if receiver.fd not in self.selector.get_map():
+            dp = self.dp
+            self.selector.register(receiver.fd, selectors.EVENT_READ,
+                                   lambda events: dp.tunnel_input(receiver))
 
     # --- bridge configuration (bridge_state.BridgeState uses these) --------
 
@@ -286,9 +305,11 @@ class VSwitchd:
             # Notifications were lost: ask the kernel for every port's state.
             self.links.overflowed = False
             events = [(port.name, *self._link_state(port.name)) for port in
-                      list(self.dp.ports.values())]
+                      list(self.dp.ports.values()) if port.tunnel is None]
         for name, up, deleted in events:
             port = self.dp.port_by_name(name)
+            if port is not None and port.tunnel is not None:
+                continue        # a tunnel port has no device: a namesake's news is not its
             if deleted and port is not None:
                 # A renumbered internal port is a new device of the same
                 # name: the old one's deletion must not take it away.

@@ -13,6 +13,8 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('hash', basis)                     dp.hash_l4(packet, basis): 5-tuple hash → dp_hash
     ('recirc', recirc_id)               dp.recirculate(packet, recirc_id): through the
                                         caches again, re-parsed (always the last action)
+    ('set_tunnel', TunnelSpec)          dp.set_tunnel(spec): the outer header of the
+                                        next outputs to tunnel ports (dp/tunnel.py)
 
 validate_actions() checks their shape; the slow path's translations are
 checked against it in tests, and execute() trusts its input (an invalid
@@ -99,6 +101,7 @@ from mnovs.dp.offload import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
     VNET_HDR, VNET_HDR_LEN, csum_finish, frame_layout, segment)
+from mnovs.dp.tunnel import TunnelSpec
 
 ETH = VNET_HDR_LEN                  # offset of the Ethernet frame in a packet
 _U16 = struct.Struct('!H')
@@ -158,6 +161,10 @@ def _execute_segments(dp, pkt, actions):
 
 def exec_output(dp, pkt, action):
     dp.output(action[1], pkt)
+
+
+def exec_set_tunnel(dp, pkt, action):
+    dp.set_tunnel(action[1])
 
 
 def exec_userspace(dp, pkt, action):
@@ -444,6 +451,7 @@ _ACTIONS = {
     'meter': (exec_meter, False, 2),
     'hash': (exec_hash, False, 2),
     'recirc': (exec_recirc, False, 2),
+    'set_tunnel': (exec_set_tunnel, False, 2),
 }
 
 # field: (width in bytes, setter, setter's constant)
@@ -504,8 +512,26 @@ def validate_actions(actions):
             if action is not actions[-1]:
                 raise ValueError('recirc must be the last action')
             _check_uint(action[1], 32, 'recirc id')
+        elif name == 'set_tunnel':
+            _check_tunnel_spec(action[1])
         elif name == 'userspace' and not isinstance(action[1], bytes):
             raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
+
+
+def _check_tunnel_spec(spec):
+    if not isinstance(spec, TunnelSpec):
+        raise ValueError(f'set_tunnel takes a TunnelSpec: {spec!r}')
+    _check_uint(spec.tun_id, 64, 'set_tunnel tun_id')
+    for what in ('ip_src', 'ip_dst'):
+        value = getattr(spec, what)
+        if not isinstance(value, bytes) or len(value) != 4:
+            raise ValueError(f'set_tunnel {what} must be 4 bytes: {value!r}')
+    if not any(spec.ip_dst):
+        raise ValueError('set_tunnel: no destination address')
+    _check_uint(spec.tos, 8, 'set_tunnel tos')
+    _check_uint(spec.ttl, 8, 'set_tunnel ttl')
+    _check_uint(spec.tp_dst, 16, 'set_tunnel tp_dst')
+    _check_uint(spec.flags, 16, 'set_tunnel flags')
 
 
 def _check_uint(value, bits, what):

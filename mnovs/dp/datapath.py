@@ -78,6 +78,9 @@ from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KER
                              TPACKET2_HDR, Port, restore_vlan_tag)
 from mnovs.dp.offload import VNET_HDR_LEN
 from mnovs.dp.tap import TapPort
+from mnovs.dp.tunnel import TUNNEL_TYPES
+from mnovs.dp.vxlan import (ANC_SIZE, DROP_NO_SOURCE, DROP_NO_SPEC, RX_BUF_HEADROOM,
+                            TunnelSockets, VxlanPort)
 from mnovs.vlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -146,8 +149,11 @@ class Datapath:
         self.n_handled = 0                  # upcalls handled
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
-        self.exec_key = None                # its key, when known (hash, recirc read it)
+        self.exec_key = None                # its flow key, when known (hash, recirc, tunnel
+                                            # outputs read it)
         self.recirc_depth = 0               # passes the executing packet has made
+        self.out_tunnel = None              # the TunnelSpec a set_tunnel action gave it
+        self.tunnels = TunnelSockets()      # UDP sockets of the tunnel ports (vxlan.py)
         self.n_megaflow_hit = 0             # hits that missed the EMC
         self.n_evicted = 0                  # megaflows dropped at flow_limit
         self.drops = {}                     # reason -> count (datapath_drop_*)
@@ -157,18 +163,22 @@ class Datapath:
 
     # --- ports -------------------------------------------------------------
 
-    def add_port(self, name, port_no=None, port_type=''):
+    def add_port(self, name, port_no=None, port_type='', tunnel=None):
         """Open `name` as a datapath port and return the Port.
 
         Args:
             port_type: '' for an existing interface (netdev.Port), 'internal'
-                for a TAP device this switch creates (tap.TapPort).
+                for a TAP device this switch creates (tap.TapPort), 'vxlan'
+                for a tunnel port (vxlan.VxlanPort, no network device).
             port_no: the port number; None picks the lowest unused above the
                 others (LOCAL_PORT aside).
+            tunnel: a tunnel port's TunnelConfig (dp/tunnel.py).
         Raises:
             ValueError: the port number or name is already in use, or the
-                type is unknown.
-            OSError: the interface cannot be opened.
+                type is unknown. TunnelConfigError (a ValueError): another
+                tunnel port takes the same datagrams.
+            OSError: the interface cannot be opened, or a tunnel's UDP
+                socket cannot be bound (strerror says which and why).
         """
         if port_no is None:
             port_no = max((n for n in self.ports if n != LOCAL_PORT), default=0) + 1
@@ -180,6 +190,10 @@ class Datapath:
             port = TapPort(port_no, name)
         elif port_type == '':
             port = Port(port_no, name, self.ring_slots)
+        elif port_type in TUNNEL_TYPES:
+            if tunnel is None:
+                raise ValueError(f'a {port_type} port needs its tunnel configuration')
+            port = VxlanPort(port_no, name, tunnel, self.tunnels)
         else:
             raise ValueError(f'unknown port type "{port_type}"')
         port.md = md_of(port_no)        # flow_extract's metadata for its packets
@@ -246,12 +260,29 @@ class Datapath:
         return list(self.classifier)
 
     def _fast_outs(self, actions):
-        """Ports to send to directly if the actions are only outputs."""
+        """What to send to directly if the actions are only outputs.
+
+        An output to a tunnel port after a set_tunnel becomes that port's
+        TunnelOutput for the spec (it has the same send(packet)); an output
+        to a tunnel without one is left to the generic path, which counts it.
+        """
         outs = []
+        spec = None
         for action in actions:
-            if action[0] != 'output' or action[1] not in self.ports:
+            if action[0] == 'set_tunnel':
+                spec = action[1]
+                continue
+            port = self.ports.get(action[1]) if action[0] == 'output' else None
+            if port is None:
                 return None
-            outs.append(self.ports[action[1]])
+            if isinstance(port, VxlanPort):
+                if spec is None:
+                    return None
+                try:
+                    port = port.output_for(self, spec)
+                except OSError:
+                    return None
+            outs.append(port)
         return tuple(outs)
 
     def _evict(self, now):
@@ -348,14 +379,15 @@ class Datapath:
             # A TAP port (tap.py) has no ring: its frames are read one by one.
             now = time.monotonic()
             emc_get = self.emc.table.get
+            md = port.md
             for packet in port.recv_batch(RX_BATCH):
-                self._input(port, port.port_no, memoryview(packet), emc_get, now)
+                self._input(port, md, memoryview(packet), emc_get, now)
             return
         ring = port.ring_view
         n_slots = port.ring_slots
         slot = port.rx_slot
         emc_get = self.emc.table.get
-        port_no = port.port_no
+        md = port.md
         now = time.monotonic()
         for done in range(RX_BATCH):
             base = slot * RING_FRAME_SIZE
@@ -375,7 +407,7 @@ class Datapath:
                 if status & TP_STATUS_VLAN_VALID:
                     start = restore_vlan_tag(ring, start, tci, tpid
                                              if status & TP_STATUS_VLAN_TPID_VALID else 0)
-                self._input(port, port_no, ring[start:end], emc_get, now)
+                self._input(port, md, ring[start:end], emc_get, now)
             STATUS.pack_into(ring, base, TP_STATUS_KERNEL)     # hand the slot back
             slot += 1
             if slot == n_slots:
@@ -469,12 +501,42 @@ class Datapath:
         if self._skip_abandoned_slot(port, port.rx_slot, now):
             self.port_input(port)
 
-    def _input(self, port, port_no, packet, emc_get, now):
-        """One packet (vnet header + frame, a view into the ring) through the caches."""
+    def tunnel_input(self, receiver):
+        """Handle up to RX_BATCH datagrams waiting at a tunnel socket (vxlan.py).
+
+        Each good datagram's inner frame goes through the caches in place,
+        from the tunnel port that takes it, with the tunnel metadata in its
+        md; the others are counted drops.
+        """
+        recv = receiver.sock.recvmsg_into
+        into = receiver.into
+        view = receiver.view
+        classify = receiver.classify
+        emc_get = self.emc.table.get
+        now = time.monotonic()
+        for _ in range(RX_BATCH):
+            try:
+                n, anc, _, addr = recv(into, ANC_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                receiver.rx_errors += 1
+                break
+            port, md = classify(n, anc, addr)
+            if port is None:
+                self.count_drop(md, 1)
+                continue
+            self._input(port, md, view[:RX_BUF_HEADROOM + n], emc_get, now)
+
+    def _input(self, port, md, packet, emc_get, now):
+        """One packet (vnet header + frame, a view into the ring) through the caches.
+
+        md is its metadata: the port's own (port.md), or a tunnel packet's.
+        """
         size = len(packet) - VNET_HDR_LEN
         port.rx_packets += 1
         port.rx_bytes += size
-        key, error = flow_extract(packet[VNET_HDR_LEN:], port.md)
+        key, error = flow_extract(packet[VNET_HDR_LEN:], md)
         if error is not None:
             self.malformed[error] = self.malformed.get(error, 0) + 1
             if key is None:
@@ -486,7 +548,7 @@ class Datapath:
             flow = self.classifier.lookup(key)
             if flow is None:
                 self.n_missed += 1
-                self._queue_upcall(port_no, MISS, packet, key)
+                self._queue_upcall(port.port_no, MISS, packet, key)
                 return
             self.n_megaflow_hit += 1
             self.emc.insert(key, flow)
@@ -496,12 +558,14 @@ class Datapath:
         flow.used = now
         flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
         outs = flow.fast_outs
+        self.exec_key = key
         if outs is not None:
             for out in outs:
                 out.send(packet)
         else:
-            self.exec_in_port = port_no
+            self.exec_in_port = port.port_no
             self.exec_key = key
+            self.out_tunnel = None
             odp_actions.execute(self, packet, flow.actions)
 
     # --- upcalls ------------------------------------------------------------
@@ -574,20 +638,26 @@ class Datapath:
             flow.used = now
         else:
             actions, mask, ukey = self.upcall(packet, key)
-            if mask is not None:
-                flow = self.flow_put(key, mask, actions, now, ukey)
-        if flow is not None:
-            flow.packets += 1
-            flow.bytes += len(packet) - VNET_HDR_LEN
-            flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+            if mask is None:
+                self._execute(packet, actions, key)
+                return
+            flow = self.flow_put(key, mask, actions, now, ukey)
+        flow.packets += 1
+        flow.bytes += len(packet) - VNET_HDR_LEN
+        flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+        self._execute(packet, actions, key)
+
+    def _execute(self, packet, actions, key):
         self.exec_in_port = int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
         self.exec_key = key
+        self.out_tunnel = None
         odp_actions.execute(self, packet, actions)
 
     def execute(self, packet, actions, in_port=0):
         """Run datapath actions on one packet (vnet header + frame) from in_port."""
         self.exec_in_port = in_port
         self.exec_key = None
+        self.out_tunnel = None
         odp_actions.execute(self, packet, actions)
 
     # Recirculation (OVS_ACTION_ATTR_HASH, OVS_ACTION_ATTR_RECIRC):
@@ -656,7 +726,23 @@ class Datapath:
         if port is None:
             self.count_drop('no-such-port', 1)
             return
+        if isinstance(port, VxlanPort):
+            spec = self.out_tunnel
+            if spec is None:
+                port.tx_dropped += 1
+                self.count_drop(DROP_NO_SPEC, 1)
+                return
+            try:
+                port = port.output_for(self, spec)
+            except OSError:
+                port.tx_dropped += 1
+                self.count_drop(DROP_NO_SOURCE, 1)
+                return
         port.send(packet)
+
+    def set_tunnel(self, spec):
+        """The set_tunnel action: the next outputs to tunnels use this outer header."""
+        self.out_tunnel = spec
 
     def userspace(self, packet, userdata):
         if self.userspace_cb is None:
@@ -692,6 +778,7 @@ class Datapath:
         for port in self.ports.values():
             port.close()
         self.ports.clear()
+        self.tunnels.close()
 
 
 def ring_fill(port):

@@ -8,8 +8,9 @@ from mnovs.bridge_db import (desired_state, interface_columns, pick_datapath_id,
                                 vswitchd_argv)
 
 
-def iface(name, type_='', ofport_request=()):
-    return Row(name=name, type=type_, ofport_request=list(ofport_request))
+def iface(name, type_='', ofport_request=(), options=None):
+    return Row(name=name, type=type_, ofport_request=list(ofport_request),
+               options=dict(options or {}))
 
 
 def port(name, *ifaces):
@@ -32,7 +33,8 @@ def bridge(name='br0', ports=None, controllers=(), fail_mode=(), protocols=(),
 
 def test_new_bridge_is_its_local_port_standalone_no_controllers():
     state = desired_state(bridge('br0'))
-    assert state['ports'] == [{'name': 'br0', 'type': 'internal', 'ofport_request': None}]
+    assert state['ports'] == [{'name': 'br0', 'type': 'internal', 'ofport_request': None,
+                               'options': {}}]
     assert state['fail_mode'] == 'standalone'
     assert state['controllers'] == [] and state['protocols'] == []
     assert state['controller_rate_limit'] is None
@@ -47,6 +49,14 @@ def test_local_port_first_then_ports_by_name_with_ofport_request():
     assert [(p['name'], p['type'], p['ofport_request']) for p in desired_state(row)['ports']] \
         == [('s1', 'internal', None), ('p0', 'internal', None),
             ('s1-eth1', '', 1), ('s1-eth2', '', 2)]
+
+
+def test_a_tunnel_interface_has_its_type_and_options():
+    row = bridge('s1', ports=[port('vx1', iface('vx1', 'vxlan', options={
+        'remote_ip': '10.0.0.2', 'key': '42'}))])
+    assert desired_state(row)['ports'][1] == {
+        'name': 'vx1', 'type': 'vxlan', 'ofport_request': None,
+        'options': {'remote_ip': '10.0.0.2', 'key': '42'}}
 
 
 def test_local_port_is_there_even_if_the_database_lacks_it():

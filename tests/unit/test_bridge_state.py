@@ -52,7 +52,8 @@ def test_null_datapath_id_and_missing_fail_mode_keep_ovs_defaults():
     (doc(controller_rate_limit=-1), 'controller_rate_limit'),
     (doc(ports={}), 'ports'),
     (doc(ports=[{'type': ''}]), 'port'),
-    (doc(ports=[{'name': 'p', 'type': 'vxlan'}]), 'unsupported type "vxlan"'),
+    (doc(ports=[{'name': 'p', 'type': 'gre'}]), 'unsupported type "gre"'),
+    (doc(ports=[{'name': 'p', 'type': 'vxlan', 'options': {'key': 1}}]), 'options: expected'),
     (doc(ports=[{'name': 'p', 'ofport_request': 0}]), 'ofport_request'),
     (doc(ports=[{'name': 'p', 'ofport_request': 65280}]), 'ofport_request'),
     (doc(ports=[{'name': 'p'}, {'name': 'p'}]), 'twice'),
@@ -66,13 +67,13 @@ def test_a_bad_document_is_refused_in_one_line(text, words):
 # --- plan_ports ---------------------------------------------------------------------
 
 def test_nothing_to_do_when_current_is_desired():
-    current = {'s1': ('internal', LOCAL_PORT), 'a': ('', 1), 'b': ('', 2)}
+    current = {'s1': ('internal', (), LOCAL_PORT), 'a': ('', (), 1), 'b': ('', (), 2)}
     wanted = [spec('s1', 'internal'), spec('a', '', 1), spec('b')]
     assert plan_ports(current, wanted, 's1') == ([], [])
 
 
 def test_new_ports_are_added_and_unwanted_ones_deleted():
-    current = {'a': ('', 1), 'old': ('', 2)}
+    current = {'a': ('', (), 1), 'old': ('', (), 2)}
     wanted = [spec('s1', 'internal'), spec('a'), spec('new')]
     deletes, adds = plan_ports(current, wanted, 's1')
     assert deletes == ['old']
@@ -80,19 +81,19 @@ def test_new_ports_are_added_and_unwanted_ones_deleted():
 
 
 def test_a_changed_ofport_request_renumbers_by_delete_and_add():
-    current = {'a': ('', 1), 'b': ('', 2)}
+    current = {'a': ('', (), 1), 'b': ('', (), 2)}
     deletes, adds = plan_ports(current, [spec('a', '', 7), spec('b')], 's1')
     assert deletes == ['a']
     assert adds == [(spec('a', '', 7), 7)]
 
 
 def test_the_local_port_ignores_ofport_request():
-    current = {'s1': ('internal', LOCAL_PORT)}
+    current = {'s1': ('internal', (), LOCAL_PORT)}
     assert plan_ports(current, [spec('s1', 'internal', 5)], 's1') == ([], [])
 
 
 def test_a_port_holding_a_requested_number_moves_to_a_free_one():
-    current = {'a': ('', 1), 'b': ('', 2)}
+    current = {'a': ('', (), 1), 'b': ('', (), 2)}
     wanted = [spec('a'), spec('b', '', 1)]
     deletes, adds = plan_ports(current, wanted, 's1')
     assert sorted(deletes) == ['a', 'b']
@@ -106,14 +107,14 @@ def test_of_two_requests_for_one_number_the_first_wins():
 
 
 def test_a_type_change_re_creates_the_port():
-    current = {'p0': ('', 1)}
+    current = {'p0': ('', (), 1)}
     deletes, adds = plan_ports(current, [spec('p0', 'internal')], 's1')
     assert deletes == ['p0'] and adds == [(spec('p0', 'internal'), None)]
 
 
 def test_a_port_that_failed_before_is_tried_again():
     # It is wanted and not running: the plan adds it at every apply.
-    current = {'a': ('', 1)}
+    current = {'a': ('', (), 1)}
     deletes, adds = plan_ports(current, [spec('a'), spec('missing', '', 4)], 's1')
     assert deletes == [] and adds == [(spec('missing', '', 4), 4)]
 
@@ -121,6 +122,8 @@ def test_a_port_that_failed_before_is_tried_again():
 # --- BridgeState over a fake switch ---------------------------------------------------
 
 class FakePort:
+    tunnel = None
+
     def __init__(self, name, port_no):
         self.name, self.port_no = name, port_no
         self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
@@ -141,7 +144,7 @@ class FakeSwitch:
     def port_by_name(self, name):
         return next((p for p in self.dp.ports.values() if p.name == name), None)
 
-    def add_port(self, name, port_no=None, port_type=''):
+    def add_port(self, name, port_no=None, port_type='', tunnel=None):
         if name not in self.present:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         port_no = port_no or max(self.dp.ports, default=0) + 1

@@ -15,6 +15,7 @@ def key(n, port=1):
 def fake_port(no):
     sent = []
     return SimpleNamespace(port_no=no, md=md_of(no), name=f'p{no}', up=True, sent=sent, ring=None,
+                           tunnel=None,
                            rx_packets=0, rx_bytes=0, rx_dropped=0,
                            send=lambda pkt: sent.append(bytes(pkt)))
 
@@ -50,7 +51,7 @@ def test_replacing_a_megaflow_reports_the_old_one():
 
 def receive(dp, port, packet, now=0.0):
     """A frame arrives: through the caches; a miss waits in the upcall queue."""
-    dp._input(port, port.port_no, memoryview(packet), dp.emc.table.get, now)
+    dp._input(port, port.md, memoryview(packet), dp.emc.table.get, now)
 
 
 def test_miss_is_queued_then_installs_megaflow_and_executes():

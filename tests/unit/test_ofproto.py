@@ -148,7 +148,7 @@ class Switch:
         """A frame arrives on a port: through the caches, upcall on a miss."""
         self.seen_keys.add(flow_extract(bytes(frame), md_of(in_port))[0])
         packet = memoryview(vnet + bytes(frame))
-        self.dp._input(self.port(in_port), in_port, packet, self.dp.emc.table.get,
+        self.dp._input(self.port(in_port), md_of(in_port), packet, self.dp.emc.table.get,
                        time.monotonic() if now is None else now)
         self.dp.handle_upcalls()
 

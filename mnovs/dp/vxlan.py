@@ -1,0 +1,515 @@
+"""VXLAN tunnel ports: the host's IP stack is the underlay (OVS's vxlan vport).
+
+A VxlanPort is a datapath port without a network device. Its frames leave
+and arrive as VXLAN datagrams (RFC 7348) through ordinary kernel UDP
+sockets, as with the kernel datapath's vxlan vport: the kernel does the
+routing, ARP and MTU of the underlay, and any address the host owns can be
+a tunnel endpoint. Three objects, named after OVS's:
+
+- TunnelReceiver (lib/tnl-ports.c, ofproto/tunnel.c's tunnel port map): one
+  UDP socket bound to (local_ip or the wildcard, dst_port), shared by every
+  tunnel port of the datapath that listens there, and the map that finds a
+  datagram's port as tnl_find() does: by (key, remote_ip, local_ip), most
+  specific first, then the ports that take the key and/or the remote address
+  from the flow (key=flow, remote_ip=flow), then local_ip unset, then
+  local_ip=flow. classify() checks the VXLAN header (flags exactly the I bit,
+  reserved bits zero), finds the port and packs the packet's metadata
+  (md_of: in_port, tun_id = VNI, tun_src, tun_dst, tun_tos, tun_ttl,
+  tun_flags = key). Results are cached per (outer source, outer destination,
+  VNI, tos, ttl), so a datagram of a known peer costs one dict lookup. The
+  outer tos and ttl come from IP_RECVTOS/IP_RECVTTL, the outer destination
+  of a wildcard socket from IP_PKTINFO. DF and the outer UDP checksum are
+  invisible through a UDP socket: tun_flags on receive is `key` only.
+- SendPool: SEND_SOCKETS UDP sockets bound to ephemeral ports of one source
+  address (OVS: a UDP source port hashed from the inner flow, for ECMP; the
+  kernel's ephemeral range 32768..60999 is OVS's 32768..61000). A flow's
+  hash picks the socket, so one flow keeps one source port (no reordering)
+  and different flows spread. The sockets set DF (IP_PMTUDISC_DO, unless
+  df_default=false) and, unless csum=true, SO_NO_CHECK: UDP checksum 0, as
+  OVS sends VXLAN over IPv4. Outer ttl/tos other than the defaults go as
+  IP_TTL/IP_TOS control messages of sendmsg.
+- TunnelOutput: an output into a tunnel with one outer header (TunnelSpec),
+  prepared once per megaflow: the VXLAN header bytes, the destination
+  address, the control messages. Its send(packet) is what the datapath's
+  output fast path calls, as it calls Port.send for a plain port.
+
+Sending. The datapath action pair ('set_tunnel', spec), ('output', port)
+reaches TunnelOutput.send with the packet (vnet header + frame). A frame
+with offload work pending (a GSO super-frame from a veth, a partial
+checksum) is finished in software first (offload.segment): a UDP socket
+cannot carry a virtio_net_hdr. With csum=true the equal-size segments of
+one super-frame go out in one sendmsg with UDP_SEGMENT (the kernel cuts
+them into datagrams and sums them); with the default csum=false the kernel
+refuses UDP_SEGMENT (it will not segment without checksums: EINVAL), so
+each datagram is one sendmsg. A datagram larger than the path MTU is
+refused by the kernel under DF (EMSGSIZE): counted as the drop
+`tunnel-mtu` and a tx drop of the port; the underlay needs an MTU of the
+inner MTU + 50 bytes (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14), as
+for any VXLAN.
+
+Errors an outsider can cause are counted drops (Datapath.count_drop):
+`vxlan-truncated` (a datagram shorter than a VXLAN header plus an Ethernet
+header), `vxlan-bad-header` (flags other than the I bit, reserved bits
+set), `tunnel-no-port` (no tunnel port takes the datagram's key and
+addresses; logged once per (key, source, destination), rate-limited).
+
+Cost: receive is one recvmsg_into per datagram (about 3 us), a header
+unpack and a cache lookup; the inner frame is handed to the datapath in
+place (the buffer keeps 2 spare bytes in front, so a zero vnet header fits
+before the inner frame). Send is one sendmsg per datagram (about 5 us), or
+per up to 43 segments with UDP_SEGMENT.
+"""
+
+import errno
+import logging
+import socket
+import struct
+
+from mnovs.dp.flow import FLOW_TNL_F_CSUM, FLOW_TNL_F_DONT_FRAGMENT, FLOW_TNL_F_KEY, md_of
+from mnovs.dp.offload import F_NEEDS_CSUM, VNET_HDR_LEN, segment
+from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, TunnelConfigError
+from mnovs.vlog import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+# Socket options the socket module does not name (Linux values).
+IP_TOS = 1
+IP_TTL = 2
+IP_PKTINFO = 8
+IP_MTU_DISCOVER = 10
+IP_RECVTTL = 12
+IP_RECVTOS = 13
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_DO = 2
+SO_NO_CHECK = 11
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+SOL_UDP = 17
+UDP_SEGMENT = 103
+
+VXLAN_HDR = struct.Struct('!II')        # flags word, VNI << 8
+VXLAN_HDR_LEN = 8
+VXLAN_FLAGS = 0x08000000                # the I bit: the VNI is valid; all else reserved, zero
+INNER_MIN = 14                          # an Ethernet header
+MAX_DATAGRAM = 65535
+OUTER_OVERHEAD = 28                     # IPv4 + UDP headers, for the 64 KB limit of one send
+UDP_MAX_SEGMENTS = 64                   # the kernel's limit per UDP_SEGMENT send
+SEND_SOCKETS = 8                        # UDP source ports per source address
+SOCK_BUF = 4 << 20
+RX_BUF_HEADROOM = VNET_HDR_LEN - VXLAN_HDR_LEN  # room for the zero vnet header
+ZERO_VXLAN = bytes(VXLAN_HDR_LEN)
+ANC_SIZE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(4)
+MD_CACHE_SIZE = 4096                    # receive classification results kept
+NO_PORT_LOGGED = 1024                   # (key, src, dst) remembered as already logged
+
+# Drop reasons (Datapath.count_drop).
+DROP_TRUNCATED = 'vxlan-truncated'
+DROP_BAD_HEADER = 'vxlan-bad-header'
+DROP_NO_PORT = 'tunnel-no-port'
+DROP_MTU = 'tunnel-mtu'
+DROP_TX_ERROR = 'tunnel-tx-error'
+DROP_NO_SPEC = 'tunnel-no-spec'         # an output to a tunnel without set_tunnel before it
+DROP_NO_SOURCE = 'tunnel-no-source'     # the spec's source address is not this host's
+DROP_OFFLOAD = 'tunnel-offload'
+
+_ANY = bytes(4)
+_U16 = struct.Struct('=H')
+
+
+def _ip_text(addr):
+    return socket.inet_ntop(socket.AF_INET, addr)
+
+
+# --- receive -----------------------------------------------------------------
+
+class TunnelReceiver:
+    """One UDP socket of the underlay and the tunnel ports that listen on it.
+
+    Args:
+        local_ip: 4 bytes, or None for the wildcard address.
+        dst_port: the UDP port.
+    Raises:
+        OSError: the socket cannot be bound; strerror says which address
+            and why (EADDRINUSE: another switch or program has it).
+    """
+
+    def __init__(self, local_ip, dst_port):
+        self.local_ip = local_ip
+        self.dst_port = dst_port
+        self.ports = {}             # (in_key or FLOW, remote_ip or FLOW, local_ip/None/FLOW) -> port
+        self.cache = {}             # (src text, dst, vni word, tos, ttl) -> (port, md) or (None, reason)
+        self.logged = set()         # (vni, src, dst) already logged as without port
+        self.no_port_log = RateLimitedLog(log)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            _force_buf(self.sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            if local_ip is None:
+                self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            address = _ip_text(local_ip) if local_ip is not None else '0.0.0.0'
+            self.sock.bind((address, dst_port))
+        except OSError as err:
+            self.sock.close()
+            raise OSError(err.errno, f'could not bind the VXLAN socket to {address}:{dst_port} '
+                                     f'({err.strerror})') from None
+        self.fd = self.sock.fileno()
+        self.buf = bytearray(RX_BUF_HEADROOM + MAX_DATAGRAM)
+        self.view = memoryview(self.buf)
+        self.into = [self.view[RX_BUF_HEADROOM:]]
+        self.rx_errors = 0
+
+    def fileno(self):
+        return self.fd
+
+    def add(self, port):
+        """Put a tunnel port in the map.
+
+        Raises:
+            TunnelConfigError: another port already takes the same datagrams
+                (OVS: "attempting to add tunnel port with same config").
+        """
+        config = port.tunnel
+        match = (config.in_key, config.remote_ip, config.local_ip)
+        other = self.ports.get(match)
+        if other is not None:
+            raise TunnelConfigError(
+                f"{port.name}: attempting to add tunnel port with same config as port "
+                f"'{other.name}' ({_match_text(match)}, dst_port={self.dst_port})")
+        self.ports[match] = port
+        self.cache.clear()
+
+    def remove(self, port):
+        config = port.tunnel
+        match = (config.in_key, config.remote_ip, config.local_ip)
+        if self.ports.get(match) is port:
+            del self.ports[match]
+        self.cache.clear()
+
+    def find(self, vni, src, dst):
+        """The tunnel port for a datagram with key vni from src to dst (tnl_find)."""
+        get = self.ports.get
+        for key in (vni, FLOW):
+            for remote in (src, FLOW):
+                for local in (dst, None, FLOW):
+                    port = get((key, remote, local))
+                    if port is not None:
+                        return port
+        return None
+
+    def classify(self, n, anc, addr):
+        """Check the datagram of n bytes now in the buffer; find its port.
+
+        Returns:
+            (port, md) for a datagram to deliver, after zeroing the VXLAN
+            header's bytes (they become the inner frame's vnet header); or
+            (None, drop reason).
+        """
+        if n < VXLAN_HDR_LEN + INNER_MIN:
+            return None, DROP_TRUNCATED
+        buf = self.buf
+        flags, vni = VXLAN_HDR.unpack_from(buf, RX_BUF_HEADROOM)
+        if flags != VXLAN_FLAGS or vni & 0xff:
+            return None, DROP_BAD_HEADER
+        tos = ttl = 0
+        dst = self.local_ip
+        for _, kind, data in anc:
+            if kind == IP_TOS:
+                tos = data[0]
+            elif kind == IP_TTL:
+                ttl = data[0]           # an int in host order; a TTL fits its first byte
+            elif kind == IP_PKTINFO:
+                dst = bytes(data[8:12])     # ipi_addr: the header's destination
+        cache_key = (addr[0], dst, vni, tos, ttl)
+        found = self.cache.get(cache_key)
+        if found is None:
+            found = self._classify_new(addr[0], dst, vni >> 8, tos, ttl)
+            if len(self.cache) >= MD_CACHE_SIZE:
+                self.cache.clear()
+            self.cache[cache_key] = found
+        if found[0] is not None:
+            buf[RX_BUF_HEADROOM:VNET_HDR_LEN] = ZERO_VXLAN
+        return found
+
+    def _classify_new(self, src_text, dst, vni, tos, ttl):
+        src = socket.inet_aton(src_text)
+        dst = dst or _ANY
+        port = self.find(vni, src, dst)
+        if port is None:
+            seen = (vni, src, dst)
+            if seen not in self.logged:
+                if len(self.logged) >= NO_PORT_LOGGED:
+                    self.logged.clear()
+                self.logged.add(seen)
+                self.no_port_log.warning('VXLAN datagram with key %d from %s to %s:%d: no tunnel '
+                                         'port takes it, dropped', vni, src_text,
+                                         _ip_text(dst), self.dst_port)
+            return None, DROP_NO_PORT
+        return port, md_of(port.port_no, tun_id=vni, tun_src=src, tun_dst=dst, tun_tos=tos,
+                           tun_ttl=ttl, tun_flags=FLOW_TNL_F_KEY)
+
+    def close(self):
+        self.sock.close()
+
+
+def _match_text(match):
+    key, remote, local = match
+    def ip(value):
+        return value if value == FLOW else _ip_text(value)
+    return (f'{"::" if local is None else ip(local)}->{ip(remote)}, key={key}')
+
+
+# --- send --------------------------------------------------------------------
+
+class SendPool:
+    """UDP sockets of one outer source address, one per UDP source port.
+
+    Args:
+        ip_src: 4 bytes; all zero lets the kernel pick by route.
+        csum: compute outer UDP checksums (else SO_NO_CHECK: checksum 0).
+        df: set DF on the outer IPv4 header.
+    Raises:
+        OSError: the address cannot be bound (not one of this host's).
+    """
+
+    def __init__(self, ip_src, csum, df):
+        self.csum = csum
+        self.socks = []
+        try:
+            for _ in range(SEND_SOCKETS):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.socks.append(sock)
+                sock.setblocking(False)
+                _force_buf(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)    # never read
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                IP_PMTUDISC_DO if df else IP_PMTUDISC_DONT)
+                sock.setsockopt(socket.IPPROTO_IP, IP_TTL, DEFAULT_TTL)
+                if not csum:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+                sock.bind((_ip_text(ip_src), 0))
+        except OSError:
+            self.close()
+            raise
+        self.ports = tuple(sock.getsockname()[1] for sock in self.socks)
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+        self.socks = []
+
+
+class TunnelOutput:
+    """Output into one tunnel with one outer header: what a megaflow keeps.
+
+    Args:
+        dp: the datapath (count_drop, exec_key: the key of the packet whose
+            actions run, hashed to pick the UDP source port).
+        port: the VxlanPort (its tx counters).
+        spec: the TunnelSpec.
+        pool: the SendPool of spec's source address, csum and df.
+    """
+
+    __slots__ = ('dp', 'port', 'spec', 'socks', 'n_socks', 'header', 'dst', 'anc', 'batch')
+
+    def __init__(self, dp, port, spec, pool):
+        self.dp = dp
+        self.port = port
+        self.spec = spec
+        self.socks = tuple(pool.socks)
+        self.n_socks = len(self.socks)
+        self.header = VXLAN_HDR.pack(VXLAN_FLAGS, (spec.tun_id & 0xffffff) << 8)
+        self.dst = (_ip_text(spec.ip_dst), spec.tp_dst)
+        anc = []
+        if spec.ttl != DEFAULT_TTL:
+            anc.append((socket.IPPROTO_IP, IP_TTL, struct.pack('=i', spec.ttl)))
+        if spec.tos:
+            anc.append((socket.IPPROTO_IP, IP_TOS, struct.pack('=i', spec.tos)))
+        self.anc = anc
+        self.batch = pool.csum          # UDP_SEGMENT needs checksums (the kernel says EINVAL)
+
+    def send(self, packet):
+        """Encapsulate one packet (vnet header + frame) and send it."""
+        sock = self.socks[hash(self.dp.exec_key) % self.n_socks]
+        if packet[0] & F_NEEDS_CSUM or packet[1]:
+            frames = segment(packet)
+            if not frames:
+                self.port.tx_dropped += 1
+                self.dp.count_drop(DROP_OFFLOAD)
+                return
+            if len(frames) > 1 and self.batch:
+                self._send_segments(sock, frames)
+                return
+        else:
+            frames = (memoryview(packet)[VNET_HDR_LEN:],)
+        header, anc, dst = self.header, self.anc, self.dst
+        port = self.port
+        for frame in frames:
+            try:
+                sock.sendmsg((header, frame), anc, 0, dst)
+            except OSError as err:
+                self._failed(err, 1)
+                continue
+            port.tx_packets += 1
+            port.tx_bytes += len(frame)
+
+    def _send_segments(self, sock, frames):
+        """Equal-size datagrams in as few sendmsg calls as UDP_SEGMENT allows."""
+        size = VXLAN_HDR_LEN + len(frames[0])
+        per_send = min(UDP_MAX_SEGMENTS, (MAX_DATAGRAM - OUTER_OVERHEAD) // size)
+        anc = self.anc + [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))]
+        header = self.header
+        port = self.port
+        for start in range(0, len(frames), per_send):
+            chunk = frames[start:start + per_send]
+            parts = []
+            for frame in chunk:
+                parts.append(header)
+                parts.append(frame)
+            try:
+                sock.sendmsg((b''.join(parts),), anc, 0, self.dst)
+            except OSError as err:
+                self._failed(err, len(chunk))
+                continue
+            port.tx_packets += len(chunk)
+            port.tx_bytes += sum(map(len, chunk))
+
+    def _failed(self, err, n):
+        # EMSGSIZE: a datagram above the path MTU under DF; EINVAL: a
+        # UDP_SEGMENT size above it. EAGAIN: the socket buffer is full.
+        self.port.tx_dropped += n
+        too_big = err.errno in (errno.EMSGSIZE, errno.EINVAL)
+        self.dp.count_drop(DROP_MTU if too_big else DROP_TX_ERROR, n)
+
+
+# --- the port ------------------------------------------------------------------
+
+class VxlanPort:
+    """One VXLAN tunnel port: its configuration, its receiver, its outputs.
+
+    Args:
+        port_no, name: as any port.
+        tunnel: its TunnelConfig (dp/tunnel.py).
+        sockets: the datapath's TunnelSockets.
+    Raises:
+        OSError: the receive socket cannot be bound (strerror says why).
+        TunnelConfigError: another port of the datapath takes the same
+            datagrams.
+    """
+
+    __slots__ = ('port_no', 'md', 'name', 'tunnel', 'sockets', 'receiver', 'outputs', 'up',
+                 'ring', 'rx_packets', 'rx_bytes', 'rx_dropped', 'rx_errors',
+                 'tx_packets', 'tx_bytes', 'tx_dropped')
+    kind = 'vxlan'
+    OUTPUTS_KEPT = 256              # TunnelOutputs of the generic output path kept per port
+
+    def __init__(self, port_no, name, tunnel, sockets):
+        self.port_no = port_no
+        self.name = name
+        self.tunnel = tunnel
+        self.sockets = sockets
+        self.receiver = sockets.attach(self)
+        self.outputs = {}           # TunnelSpec -> TunnelOutput, for dp.output
+        self.up = True
+        self.ring = None
+        self.rx_packets = self.rx_bytes = self.rx_dropped = self.rx_errors = 0
+        self.tx_packets = self.tx_bytes = self.tx_dropped = 0
+
+    def fileno(self):
+        return self.receiver.fd
+
+    def output_for(self, dp, spec):
+        """The TunnelOutput of `spec` through this port (made on first use).
+
+        Raises:
+            OSError: spec's source address cannot be bound.
+        """
+        out = self.outputs.get(spec)
+        if out is None:
+            if len(self.outputs) >= self.OUTPUTS_KEPT:
+                self.outputs.clear()
+            out = self.outputs[spec] = TunnelOutput(dp, self, spec, self.sockets.pool(spec))
+        return out
+
+    def send(self, packet):
+        """An output without a tunnel header (no set_tunnel before it): a drop."""
+        self.tx_dropped += 1
+
+    def clear_error(self):
+        """The shared socket keeps no error that concerns this port."""
+
+    def kernel_drops(self):
+        return 0
+
+    def close(self):
+        self.sockets.detach(self)
+
+
+# --- the datapath's sockets -------------------------------------------------------
+
+class TunnelSockets:
+    """The receivers and send pools of one datapath, shared by its tunnel ports."""
+
+    def __init__(self):
+        self.receivers = {}         # (local_ip or None, dst_port) -> TunnelReceiver
+        self.users = {}             # the same key -> number of ports on it
+        self.pools = {}             # (ip_src, csum, df) -> SendPool
+
+    def attach(self, port):
+        """Join (or open) the receiver port listens on; return it."""
+        config = port.tunnel
+        where = (config.local_ip if isinstance(config.local_ip, bytes) else None,
+                 config.dst_port)
+        receiver = self.receivers.get(where)
+        new = receiver is None
+        if new:
+            receiver = TunnelReceiver(*where)
+        try:
+            receiver.add(port)
+        except TunnelConfigError:
+            if new:
+                receiver.close()
+            raise
+        self.receivers[where] = receiver
+        self.users[where] = self.users.get(where, 0) + 1
+        return receiver
+
+    def detach(self, port):
+        receiver = port.receiver
+        where = (receiver.local_ip, receiver.dst_port)
+        receiver.remove(port)
+        self.users[where] -= 1
+        if not self.users[where]:
+            del self.users[where]
+            del self.receivers[where]
+            receiver.close()
+
+    def last_user(self, port):
+        """True if port is the only one on its receiver (it closes with it)."""
+        receiver = port.receiver
+        return self.users.get((receiver.local_ip, receiver.dst_port)) == 1
+
+    def pool(self, spec):
+        where = (spec.ip_src, bool(spec.flags & FLOW_TNL_F_CSUM),
+                 bool(spec.flags & FLOW_TNL_F_DONT_FRAGMENT))
+        pool = self.pools.get(where)
+        if pool is None:
+            pool = self.pools[where] = SendPool(*where)
+        return pool
+
+    def close(self):
+        for receiver in self.receivers.values():
+            receiver.close()
+        for pool in self.pools.values():
+            pool.close()
+        self.receivers.clear()
+        self.users.clear()
+        self.pools.clear()
+
+
+def _force_buf(sock, force, plain):
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, SOCK_BUF)

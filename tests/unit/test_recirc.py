@@ -58,7 +58,8 @@ def test_a_recirculation_loop_is_cut_at_the_depth_limit_and_counted():
     dp = Datapath('t', upcall=None)
     dp.ports[1] = fake_port(1)
     dp.flow_put(make_key(), bytes(len(make_key())), (('recirc', 7),))     # matches every pass
-    dp._input(dp.ports[1], dp.ports[1].md, memoryview(VNET + bytes(inner())), dp.emc.table.get,
+    port = dp.ports[1]
+    dp._input(port, port.md, memoryview(VNET + bytes(inner())), dp.emc.table.get,
               time.monotonic())
     assert dp.drops == {'recirc-depth': 1}
     assert dp.n_hit == MAX_RECIRC_DEPTH + 1 and dp.recirc_depth == 0
@@ -75,8 +76,8 @@ def test_hash_spreads_flows_and_keeps_each_on_one_output():
     dp.flow_put(make_key(recirc_id=1, dp_hash=1), by_hash, (('output', 3),))
     for rounds in range(2):
         for sport in range(100):
-            dp._input(dp.ports[1], dp.ports[1].md, memoryview(VNET + bytes(inner(sport=sport))),
-                      dp.emc.table.get, time.monotonic())
+            packet = memoryview(VNET + bytes(inner(sport=sport)))
+            dp._input(dp.ports[1], dp.ports[1].md, packet, dp.emc.table.get, time.monotonic())
     sent = {no: [UDP(bytes(p)[VNET_HDR_LEN + 34:]).sport for p in dp.ports[no].sent]
             for no in (2, 3)}
     assert 20 < len(sent[2]) < 180 and len(sent[2]) + len(sent[3]) == 200

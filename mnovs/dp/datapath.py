@@ -94,6 +94,7 @@ POLL_EVERY = 8           # upcalls handled between two looks at the rings (poll_
 MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
+_monotonic = time.monotonic
 MAX_RECIRC_DEPTH = 6     # passes of one packet through the caches (as dpif-netdev)
 # The 5-tuple OVS's hash(l4) covers: addresses (IPv4 or IPv6), protocol, ports.
 _ADDRS = slice(FIELD_SLICES['nw_src'][0], sum(FIELD_SLICES['ipv6_dst']))
@@ -684,7 +685,7 @@ class Datapath:
         and recirc_id; a hit runs that megaflow's actions, a miss is an upcall.
         A packet past MAX_RECIRC_DEPTH passes is dropped, counted 'recirc-depth'.
         """
-        key = self._executing_key(packet)
+        key = self.exec_key or self._executing_key(packet)
         if key is None:
             self.count_drop('runt')
             return
@@ -710,8 +711,13 @@ class Datapath:
         self.n_hit += 1
         flow.packets += 1
         flow.bytes += len(packet) - VNET_HDR_LEN
-        flow.used = time.monotonic()
+        flow.used = _monotonic()
         flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+        outs = flow.fast_outs
+        if outs is not None:                # only outputs: as the first pass's hit path
+            for out in outs:
+                out.send(packet)
+            return
         self.exec_key = key
         self.recirc_depth += 1
         try:

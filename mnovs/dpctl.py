@@ -12,7 +12,11 @@ drops by reason, malformed frames by reason) is added in the same style.
 
 import time
 
-from mnovs.dp.datapath import ring_fill
+import socket
+
+from mnovs.dp.datapath import LOCAL_PORT, ring_fill
+from mnovs.dp.tap import TapPort
+from mnovs.dp.tunnel import FLOW
 from mnovs.dp.odp_util import format_actions, format_megaflow, format_tcp_flags
 
 
@@ -36,8 +40,9 @@ def show(dp):
         f"  recoveries: {_reasons(s['recoveries'])}",
     ]
     for port_no, port in sorted(dp.ports.items()):
+        number = 'LOCAL' if port_no == LOCAL_PORT else port_no
         state = 'up' if port.up else 'down'
-        lines.append(f'  port {port_no}: {port.name} ({state})')
+        lines.append(f'  port {number}: {port.name} ({_port_type(port)}{state})')
         lines.append(f'    RX packets:{port.rx_packets} errors:{port.rx_errors} '
                      f'dropped:{port.rx_dropped}  TX packets:{port.tx_packets} '
                      f'dropped:{port.tx_dropped}')
@@ -46,6 +51,28 @@ def show(dp):
             lines.append(f'    ring: slots:{port.ring_slots} reader at:{port.rx_slot} '
                          f'full:{ring_fill(port)}')
     return '\n'.join(lines)
+
+
+def _port_type(port):
+    """'internal, ' or 'vxlan: remote_ip=..., key=..., ' as OVS names a port's type; '' if plain."""
+    if isinstance(port, TapPort):
+        return 'internal, '
+    config = port.tunnel
+    if config is None:
+        return ''
+    options = [f'remote_ip={_address(config.remote_ip)}']
+    if config.local_ip is not None:
+        options.append(f'local_ip={_address(config.local_ip)}')
+    if config.in_key == config.out_key:
+        options.append(f'key={config.in_key}')
+    else:
+        options += [f'in_key={config.in_key}', f'out_key={config.out_key}']
+    options.append(f'dst_port={config.dst_port}')
+    return f'vxlan: {", ".join(options)}; '
+
+
+def _address(value):
+    return value if value == FLOW else socket.inet_ntoa(value)
 
 
 def _reasons(counts):

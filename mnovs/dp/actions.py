@@ -10,6 +10,9 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
     ('push_mpls', ethertype, lse)       insert an MPLS label stack entry
     ('pop_mpls', ethertype)             remove the top label stack entry
     ('meter', meter_id)                 dp.meters.apply(...); a drop ends the list
+    ('hash', basis)                     dp.hash_l4(packet, basis): 5-tuple hash → dp_hash
+    ('recirc', recirc_id)               dp.recirculate(packet, recirc_id): through the
+                                        caches again, re-parsed (always the last action)
     ('set_tunnel', TunnelSpec)          dp.set_tunnel(spec): the outer header of the
                                         next outputs to tunnel ports (dp/tunnel.py)
 
@@ -218,6 +221,14 @@ def exec_meter(dp, pkt, action):
     if dp.meters.apply(action[1], length, monotonic(), packets):
         return None
     return _METER_DROP
+
+
+def exec_hash(dp, pkt, action):
+    dp.hash_l4(pkt, action[1])
+
+
+def exec_recirc(dp, pkt, action):
+    dp.recirculate(pkt, action[1])
 
 
 def exec_set_masked(dp, pkt, action):
@@ -438,6 +449,8 @@ _ACTIONS = {
     'push_mpls': (exec_push_mpls, True, 3),
     'pop_mpls': (exec_pop_mpls, True, 2),
     'meter': (exec_meter, False, 2),
+    'hash': (exec_hash, False, 2),
+    'recirc': (exec_recirc, False, 2),
     'set_tunnel': (exec_set_tunnel, False, 2),
 }
 
@@ -493,8 +506,12 @@ def validate_actions(actions):
             _check_uint(action[2], 32, 'push_mpls lse')
         elif name == 'pop_mpls':
             _check_uint(action[1], 16, 'pop_mpls ethertype')
-        elif name == 'meter':
-            _check_uint(action[1], 32, 'meter id')
+        elif name in ('meter', 'hash'):
+            _check_uint(action[1], 32, f'{name} argument')
+        elif name == 'recirc':
+            if action is not actions[-1]:
+                raise ValueError('recirc must be the last action')
+            _check_uint(action[1], 32, 'recirc id')
         elif name == 'set_tunnel':
             _check_tunnel_spec(action[1])
         elif name == 'userspace' and not isinstance(action[1], bytes):

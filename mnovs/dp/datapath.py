@@ -63,14 +63,16 @@ nothing may keep a reference to it (copy with bytes() to keep it).
 """
 
 import logging
+import struct
 import time
+import zlib
 from collections import deque
 
 from mnovs.dp import actions as odp_actions
 from mnovs.dp.classifier import Classifier, Megaflow
 from mnovs.dp.emc import MicroflowCache
 from mnovs.dp.meter import MeterTable
-from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, flow_extract, md_of
+from mnovs.dp.flow import FIELD_SLICES, KEY_LEN, MD_LEN, flow_extract, md_of
 from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KERNEL,
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
                              TPACKET2_HDR, Port, restore_vlan_tag)
@@ -92,6 +94,15 @@ POLL_EVERY = 8           # upcalls handled between two looks at the rings (poll_
 MISS, ACTION = 'miss', 'action'     # upcall kinds (OVS's DPIF_UC_MISS, DPIF_UC_ACTION)
 TCP_FLAGS_AT = FIELD_SLICES['tcp_flags'][0]
 IN_PORT_AT, IN_PORT_LEN = FIELD_SLICES['in_port']
+_monotonic = time.monotonic
+MAX_RECIRC_DEPTH = 6     # passes of one packet through the caches (as dpif-netdev)
+# The 5-tuple OVS's hash(l4) covers: addresses (IPv4 or IPv6), protocol, ports.
+_ADDRS = slice(FIELD_SLICES['nw_src'][0], sum(FIELD_SLICES['ipv6_dst']))
+_PROTO = FIELD_SLICES['nw_proto'][0]
+_PORTS = slice(FIELD_SLICES['tp_src'][0], sum(FIELD_SLICES['tp_dst']))
+_RECIRC_ID = struct.Struct('!I')            # recirc_id, the key's first field
+_DP_HASH_AT = FIELD_SLICES['dp_hash'][0]
+assert FIELD_SLICES['recirc_id'] == (0, 4) and _DP_HASH_AT == 4
 # The bridge's own port (an internal port named like the bridge). Its number
 # is OpenFlow's OFPP_LOCAL, so that datapath and OpenFlow port numbers are the
 # same everywhere (flow keys, megaflows, actions) and nobody translates them.
@@ -139,7 +150,9 @@ class Datapath:
         self.n_handled = 0                  # upcalls handled
         self.n_hit = self.n_missed = self.n_lost = 0
         self.exec_in_port = 0               # input port of the packet being executed
-        self.exec_key = None                # its flow key (tunnel outputs hash it), or None
+        self.exec_key = None                # its flow key, when known (hash, recirc, tunnel
+                                            # outputs read it)
+        self.recirc_depth = 0               # passes the executing packet has made
         self.out_tunnel = None              # the TunnelSpec a set_tunnel action gave it
         self.tunnels = TunnelSockets()      # UDP sockets of the tunnel ports (vxlan.py)
         self.n_megaflow_hit = 0             # hits that missed the EMC
@@ -554,6 +567,7 @@ class Datapath:
                 out.send(packet)
         else:
             self.exec_in_port = port.port_no
+            self.exec_key = key
             self.out_tunnel = None
             odp_actions.execute(self, packet, flow.actions)
 
@@ -648,6 +662,70 @@ class Datapath:
         self.exec_key = None
         self.out_tunnel = None
         odp_actions.execute(self, packet, actions)
+
+    # Recirculation (OVS_ACTION_ATTR_HASH, OVS_ACTION_ATTR_RECIRC):
+
+    def _executing_key(self, packet):
+        """The key of the packet being executed (a packet-out's is made on demand)."""
+        if self.exec_key is None:
+            self.exec_key = flow_extract(packet[VNET_HDR_LEN:], md_of(self.exec_in_port))[0]
+        return self.exec_key
+
+    def hash_l4(self, packet, basis):
+        """The hash action: put the packet's 5-tuple hash in its dp_hash (never 0, as OVS)."""
+        key = self._executing_key(packet)
+        if key is None:
+            return
+        value = zlib.crc32(key[_PORTS], zlib.crc32(key[_PROTO:_PROTO + 1],
+                                                  zlib.crc32(key[_ADDRS], basis))) or 1
+        self.exec_key = key[:_DP_HASH_AT] + value.to_bytes(4, 'big') + key[_DP_HASH_AT + 4:]
+
+    def recirculate(self, packet, recirc_id):
+        """The recirc action: the packet, as the actions left it, through the caches again.
+
+        It is parsed anew, with the metadata it had (in_port, tunnel, dp_hash)
+        and recirc_id; a hit runs that megaflow's actions, a miss is an upcall.
+        A packet past MAX_RECIRC_DEPTH passes is dropped, counted 'recirc-depth'.
+        """
+        key = self.exec_key or self._executing_key(packet)
+        if key is None:
+            self.count_drop('runt')
+            return
+        if self.recirc_depth >= MAX_RECIRC_DEPTH:
+            self.count_drop('recirc-depth')
+            return
+        md = _RECIRC_ID.pack(recirc_id) + key[4:MD_LEN]
+        key, error = flow_extract(packet[VNET_HDR_LEN:], md)
+        if error is not None:
+            self.malformed[error] = self.malformed.get(error, 0) + 1
+            if key is None:
+                self.count_drop(error)
+                return
+        flow = self.emc.table.get(key)
+        if flow is None or not flow.alive:
+            flow = self.classifier.lookup(key)
+            if flow is None:
+                self.n_missed += 1
+                self._queue_upcall(self.exec_in_port, MISS, packet, key)
+                return
+            self.n_megaflow_hit += 1
+            self.emc.insert(key, flow)
+        self.n_hit += 1
+        flow.packets += 1
+        flow.bytes += len(packet) - VNET_HDR_LEN
+        flow.used = _monotonic()
+        flow.tcp_flags |= key[TCP_FLAGS_AT] << 8 | key[TCP_FLAGS_AT + 1]
+        outs = flow.fast_outs
+        if outs is not None:                # only outputs: as the first pass's hit path
+            for out in outs:
+                out.send(packet)
+            return
+        self.exec_key = key
+        self.recirc_depth += 1
+        try:
+            odp_actions.execute(self, packet, flow.actions)
+        finally:
+            self.recirc_depth -= 1
 
     # Callbacks of actions.execute:
 

@@ -321,6 +321,15 @@ def format_actions(actions, key=None):
             texts.append('pop_vlan')
         elif name == 'push_vlan' and len(action) == 3:
             texts.append(_format_push_vlan(action[1], action[2]))
+        elif name == 'pop_mpls' and len(action) == 2:
+            texts.append(f'pop_mpls(eth_type={_c_hex(action[1])})')
+        elif name == 'push_mpls' and len(action) == 3:
+            texts.append(f'push_mpls({_mpls(action[2], 0xffffffff, 0xffffffff)},'
+                         f'eth_type={_c_hex(action[1])})')
+        elif name == 'recirc' and len(action) == 2:
+            texts.append(f'recirc({_c_hex(action[1])})')
+        elif name == 'hash' and len(action) == 2:
+            texts.append(f'hash(l4({action[1]}))')
         elif name == 'set_tunnel' and len(action) == 2:
             texts.append(format_tunnel_spec(action[1]))
         elif name == 'userspace' and len(action) == 2:

@@ -52,7 +52,7 @@ VID_MASK = 0x0fff
 
 
 # The megaflow mask of every NORMAL translation.
-NORMAL_MASK = mask_of(in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
+NORMAL_MASK = mask_of(recirc_id=0xffffffff, in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
                       vlan_tci=VLAN_PRESENT | VID_MASK)
 DROP = ()
 

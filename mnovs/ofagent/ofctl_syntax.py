@@ -30,6 +30,8 @@ def _f(key, low, bits, syntax, need=None, full=None):
 
 
 FIELDS = {
+    'recirc_id': _f('recirc_id', 0, 32, 'chex'),    # datapath recirculation (recirc.py)
+    'dp_hash': _f('dp_hash', 0, 32, 'chex'),
     'tun_id': _f('tun_id', 0, 64, 'hex'),           # tunnel metadata (see dp/tunnel.py)
     'tun_src': _f('tun_src', 0, 32, 'ip4'),
     'tun_dst': _f('tun_dst', 0, 32, 'ip4'),
@@ -358,7 +360,7 @@ _VALUE_PARSERS = {'mac': _parse_mac, 'ip4': _parse_ip(socket.AF_INET, 'IPv4'),
 
 
 # Formatting: the fields in ovs-ofctl's order, by the name each protocol gives them.
-_ORDER = ('tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl', 'tun_flags', 'in_port', 'vlan',
+_ORDER = ('recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl', 'tun_flags', 'in_port', 'vlan',
           'vlan_tpid', 'dl_src', 'dl_dst', 'dl_type', 'mpls_label',
           'mpls_tc', 'mpls_ttl', 'mpls_bos', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_src',
           'nw_dst', 'nw_proto', 'nw_tos', 'nw_ecn', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst',
@@ -458,10 +460,12 @@ def _format_value(field, value, mask):
             if mask == ((1 << prefix) - 1) << (width - prefix):
                 return f'{text}/{prefix}'
         return f'{text}/{ADDRESS_TEXT[syntax](mask)}'
+    if syntax == 'chex' and not value and mask == field.full:
+        return '0'                      # C's %#x, as OVS prints recirc_id=0
     if mask == field.full:
         if syntax == 'hex4':
             return f'0x{value:04x}'
-        return hex(value) if syntax in ('hex', 'tcp_flags', 'tun_flags') else str(value)
+        return hex(value) if syntax in ('hex', 'chex', 'tcp_flags', 'tun_flags') else str(value)
     return f'{value:#x}/{mask:#x}'
 
 
@@ -484,7 +488,11 @@ def _join(items, value, mask):
             head, hidden = [_PROTOCOL_NAMES[eth_type, proto]], {'dl_type', 'nw_proto'}
         elif (eth_type, None) in _PROTOCOL_NAMES:
             head, hidden = [_PROTOCOL_NAMES[eth_type, None]], {'dl_type'}
-    return ','.join(head + [text for name, text, _ in items if name not in hidden])
+    # As OVS: recirc_id and dp_hash come before the protocol word (recirc_id=0,tcp,...).
+    first = [text for name, text, _ in items if name in ('recirc_id', 'dp_hash')]
+    rest = [text for name, text, _ in items
+            if name not in hidden and name not in ('recirc_id', 'dp_hash')]
+    return ','.join(first + head + rest)
 
 
 def format_match(key, mask):

@@ -51,7 +51,8 @@ from mnovs.ofagent.ofp import (
     OFPCML_NO_BUFFER, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, OFPGT_SELECT, OFPP_ALL,
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     OFPR_ACTION, OFPR_INVALID_TTL, OFPR_NO_MATCH)
-from mnovs.ofagent.xlate import TUNNEL_RECEIVE_BITS, decode_userdata, xlate_trace
+from mnovs.ofagent.xlate import (
+    RECIRC_ID_BITS, RECIRC_ID_SHIFT, TUNNEL_RECEIVE_BITS, decode_userdata, xlate_trace)
 
 
 # --- the trace -----------------------------------------------------------------
@@ -65,6 +66,8 @@ _ADDRESS_OXM = {'eth_dst': 'mac', 'eth_src': 'mac', 'arp_sha': 'mac', 'arp_tha':
                 'ipv6_nd_sll': 'mac', 'ipv6_nd_tll': 'mac', 'ipv4_src': 'ip4', 'ipv4_dst': 'ip4',
                 'arp_spa': 'ip4', 'arp_tpa': 'ip4', 'ipv6_src': 'ip6', 'ipv6_dst': 'ip6'}
 IN_PORT_REASON = 'always exact: every megaflow matches its input port'
+RECIRC_REASON = 'always exact: each pass of a recirculated packet has its own megaflows'
+MAX_RECIRC_PASSES = 6           # as the datapath's MAX_RECIRC_DEPTH
 TUNNEL_REASON = ('received on tunnel port %s: the datapath chose the port by the tunnel '
                  'header, and outputs may copy it')
 # What an action's prerequisite check asks (set_field: its field), and why it reads values.
@@ -145,9 +148,22 @@ def trace(ofproto, flow_text):
     fail_open = getattr(ofproto, 'fail_open', None)
     if fail_open is not None and fail_open():
         story.tell_fail_open()
-    else:
+        return '\n'.join(story.lines)
+    story.tell()
+    lines = story.lines
+    for _ in range(MAX_RECIRC_PASSES):
+        if not story.actions or story.actions[-1][0] != 'recirc':
+            break
+        recirc_id = story.actions[-1][1]
+        # The datapath re-parses the packet as the first pass left it; a flow
+        # trace knows the headers the pipeline knew (after a pop_mpls the
+        # inner ones are not given, and are 0).
+        flow = story.final & ~RECIRC_ID_BITS | recirc_id << RECIRC_ID_SHIFT
+        story = _Story(ofproto, flow.to_bytes(KEY_LEN, 'big'))
         story.tell()
-    return '\n'.join(story.lines)
+        title = f'Recirculation {recirc_id:#x}'
+        lines += ['', '', title, '=' * len(title)] + story.lines
+    return '\n'.join(lines)
 
 
 class _Story:
@@ -163,7 +179,9 @@ class _Story:
             self.lines[1:1] = [f'(in_port {self.in_port} is not a port of {ofproto.name})']
         title = f'bridge("{ofproto.name}")'
         self.lines += [title, '-' * len(title)]
-        self.reasons = [(IN_PORT_BITS, 0, 0, IN_PORT_REASON)]  # (new, again, shadowed, why)
+        self.reasons = [(IN_PORT_BITS, 0, 0, IN_PORT_REASON),    # (new, again, shadowed, why)
+                        (RECIRC_ID_BITS, 0, 0, RECIRC_REASON)]
+        self.actions = ()           # the datapath actions, when told
         port = ofproto.ports.get(self.in_port)
         if port is not None and port.tunnel is not None:
             self.reasons.append((TUNNEL_RECEIVE_BITS, 0, 0, TUNNEL_REASON % port.name))
@@ -189,6 +207,7 @@ class _Story:
             after = following.get(id(event), event)
             current = event
             getattr(self, '_' + event.kind)(event, after, odp[event.odp_len:after.odp_len])
+        self.actions = result.actions
         self._ending(result.actions, result.mask, odp, result.cacheable)
 
     def _say(self, depth, text, extra=0):
@@ -293,6 +312,19 @@ class _Story:
             self._outcome(event.depth + 1, 'bucket done: its pushes and pops are undone for '
                                            'what follows')
             self._odp(event.depth + 1, odp)
+
+    def _freeze(self, event, after, odp):
+        recirc_id, state = event.data
+        where = (f'table {state.table_id}' if state.table_id is not None else
+                 'the rest of its actions: ' + ','.join(map(format_action, state.actions)))
+        self._outcome(event.depth, f'freeze: the key does not show what the next step reads '
+                                   f'(after pop_mpls); recirculate as {recirc_id:#x}, to resume '
+                                   f'at {where}')
+        self._odp(event.depth, odp)
+
+    def _thaw(self, event, after, odp):
+        self.lines.append(f' Resuming recirc_id {event.data[0]:#x}: the re-parsed packet '
+                          'goes on where the last pass froze')
 
     def _end(self, event, after, odp):
         self._close_rule()

@@ -13,7 +13,7 @@ mask's bits.  A bit missing from the mask is a forwarding bug: a packet that
 differs there may deserve other actions and gets these.  An extra bit costs
 speed: packets that could share one megaflow need several, and each first
 packet takes an upcall.  So the mask holds exactly what was read:
-- in_port, always;
+- in_port and recirc_id, always;
 - each table lookup's consulted bits: the stages of the subtables it probed
   (table.py), which include every matched field's prerequisites;
 - each prerequisite an action checks (set_field, dec_nw_ttl, push/pop
@@ -91,11 +91,19 @@ Semantics (OF1.3, chapter 5):
 - set_queue does nothing (mnovs has no queues).  copy_ttl_in/out and PBB
   are refused at flow_mod time (table.check_actions).
 
-Known gaps: the key holds one VLAN tag and one MPLS label, so after a
-pop_vlan of a double-tagged frame the working key says "untagged", and after
-pop_mpls the inner L3/L4 fields (or the next label) read as 0 (OVS would
-recirculate and parse again).  A group chain deeper than MAX_DEPTH is cut
-short and the result marked not cacheable.
+Recirculation (recirc.py).  The key holds one MPLS label, so after a
+pop_mpls it does not show the headers below.  As OVS does, the translation
+then freezes at the first step that would read them (a table lookup, an
+action that reads or writes L3/L4 or the next label, a group): it ends the
+pass with ('recirc', id), and the datapath parses the packet again and
+sends it through its caches with recirc_id=id; the miss of that second pass
+thaws the frozen state and goes on.  Every megaflow matches recirc_id, so
+each pass has its own.  Not frozen: steps inside group buckets and in the
+action set (they see the inner headers as 0).
+
+Known gaps: the key holds one VLAN tag, so after a pop_vlan of a
+double-tagged frame the working key says "untagged".  A group chain deeper
+than MAX_DEPTH is cut short and the result marked not cacheable.
 
 Tracing.  xlate(ctx, key, trace=[]) appends one line per step to `trace`.
 xlate_trace(ctx, key) runs the same code on a _TracedXlate, which also
@@ -116,6 +124,7 @@ from collections import namedtuple
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
 from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, INHERIT, TunnelSpec, spec_flags
 from mnovs.ofagent.group import port_is_live
+from mnovs.ofagent.recirc import FrozenState, RecircTable
 from mnovs.ofagent.match import (
     KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
     format_match)
@@ -132,6 +141,8 @@ _USERDATA = struct.Struct('!cBBHQQ')
 _USERDATA_TAG = b'C'
 NO_COOKIE = 0xffffffffffffffff  # packet-ins not caused by a rule (packet-out)
 
+RECIRC_ID_SHIFT = field_shift('recirc_id')
+RECIRC_ID_BITS = field_bits('recirc_id')   # in every megaflow: each pass has its own
 IN_PORT_SHIFT = field_shift('in_port')
 IN_PORT_BITS = field_bits('in_port')
 VLAN_BITS = fields_bits(('vlan_tpid', 'vlan_tci'))
@@ -197,7 +208,7 @@ class XlateContext:
         miss_send_len: bytes of an OFPR_INVALID_TTL packet-in.
     """
 
-    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len')
+    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'recirc')
 
     def __init__(self, pipeline, groups, ports, normal=None,
                  miss_send_len=OFP_DEFAULT_MISS_SEND_LEN):
@@ -206,6 +217,7 @@ class XlateContext:
         self.ports = ports
         self.normal = normal
         self.miss_send_len = miss_send_len
+        self.recirc = RecircTable()     # frozen translations by recirc_id
 
 
 class XlateResult:
@@ -235,7 +247,7 @@ class _Xlate:
 
     __slots__ = ('ctx', 'in_port', 'flow', 'metadata', 'written', 'dirty', 'changed',
                  'differs', 'touched', 'wc', 'odp', 'undo', 'rules', 'groups', 'meters', 'stopped',
-                 'packet_out', 'depth', 'cacheable', 'trace')
+                 'packet_out', 'depth', 'cacheable', 'trace', 'was_mpls', 'freezing')
 
     def __init__(self, ctx, key, trace):
         self.ctx = ctx
@@ -243,7 +255,9 @@ class _Xlate:
         self.in_port = self.flow >> IN_PORT_SHIFT & 0xffffffff
         self.metadata = self.written = self.dirty = 0
         self.changed = self.differs = self.touched = 0    # for group buckets
-        self.wc = IN_PORT_BITS
+        self.wc = IN_PORT_BITS | RECIRC_ID_BITS
+        self.was_mpls = False           # a pop_mpls left headers the key does not show
+        self.freezing = None            # actions left when an action froze the translation
         in_port = ctx.ports.get(self.in_port)
         if in_port is not None and in_port.tunnel is not None:
             self.wc |= TUNNEL_RECEIVE_BITS
@@ -304,6 +318,13 @@ def _step_line(kind, data):
         return 'group %d bucket %d' % (data[0].group_id, data[1])
     if kind == 'stop':
         return data[0]
+    if kind == 'freeze':
+        recirc_id, state = data
+        where = 'table %d' % state.table_id if state.table_id is not None else 'the next action'
+        return 'freeze: recirc(%#x), to go on at %s after the datapath re-parses the packet' % (
+            recirc_id, where)
+    if kind == 'thaw':
+        return 'thaw recirc_id %#x: resume' % data[0]
     return None
 
 
@@ -391,11 +412,19 @@ def xlate_trace(ctx, key):
 
 
 def _translate(x):
+    recirc_id = x.flow >> RECIRC_ID_SHIFT & 0xffffffff
+    if recirc_id:
+        state = x.ctx.recirc.thaw(recirc_id)
+        if state is None:
+            x.note('recirc_id %#x: no such frozen translation (stale): drop', recirc_id)
+        else:
+            _thaw(x, recirc_id, state)
+        return
     port = x.ctx.ports.get(x.in_port)
     if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
         x.note('in_port %d has NO_RECV or PORT_DOWN: drop', x.in_port)
     else:
-        _run_pipeline(x)
+        _run_pipeline(x, 0, {})
 
 
 def xlate_packet_out(ctx, key, actions, trace=None):
@@ -428,11 +457,14 @@ def credit_stats(result, packets, nbytes, now):
 
 # --- the pipeline ------------------------------------------------------------
 
-def _run_pipeline(x):
+def _run_pipeline(x, table_id, action_set):
+    """Look up from table_id (None: no table) on, then run the action set."""
     pipeline = x.ctx.pipeline
-    action_set = {}
-    table_id = 0
     while table_id is not None:
+        if x.was_mpls and not x.depth:
+            _freeze(x, FrozenState(table_id, (), (), tuple(action_set.items()), x.metadata,
+                                   None))
+            return
         ext = x.flow | x.metadata << METADATA_SHIFT
         rule, consulted = pipeline.lookup(table_id, ext)
         if x.trace is not None:
@@ -441,7 +473,7 @@ def _run_pipeline(x):
         if rule is None:
             return
         x.rules.append(rule)
-        table_id = _run_rule(x, rule, action_set)
+        table_id = _run_rule(x, rule, action_set, rule.program)
         if x.stopped:
             x.stopped = False
             return
@@ -452,15 +484,18 @@ def _run_pipeline(x):
         x.stopped = False
 
 
-def _run_rule(x, rule, action_set):
-    """Run a rule's instructions; return the table to go to, or None."""
-    for instruction in rule.program:
+def _run_rule(x, rule, action_set, program):
+    """Run (the rest of) a rule's instructions; return the table to go to, or None."""
+    for at, instruction in enumerate(program):
         name = instruction[0]
         if name == 'meter':
             x.odp.append(('meter', instruction[1]))
             x.meters.append(instruction[1])
         elif name == 'apply_actions':
             _do_actions(x, instruction[1], rule)
+            if x.freezing is not None:
+                _freeze(x, FrozenState(None, x.freezing, program[at + 1:],
+                                       tuple(action_set.items()), x.metadata, rule))
             if x.stopped:
                 return None
         elif name == 'clear_actions':
@@ -488,10 +523,50 @@ def _run_action_set(x, action_set):
 
 
 def _do_actions(x, actions, rule):
-    for action in actions:
+    for at, action in enumerate(actions):
+        if x.was_mpls and not x.depth and action[0] in _NEEDS_HEADERS \
+                and (action[0] != 'set_field' or action[1] not in _L2_SET_FIELDS):
+            x.freezing = actions[at:]   # _run_rule freezes with the rest of the rule
+            x.stopped = True
+            return
         _do_action(x, action, rule)
         if x.stopped:
             return
+
+
+# After a pop_mpls these actions need the headers the key lacks: they freeze.
+_NEEDS_HEADERS = frozenset(('set_field', 'dec_nw_ttl', 'set_nw_ttl', 'push_mpls', 'pop_mpls',
+                            'set_mpls_ttl', 'dec_mpls_ttl', 'group'))
+_L2_SET_FIELDS = frozenset(('eth_src', 'eth_dst', 'vlan_vid', 'vlan_pcp', 'tunnel_id',
+                            'tun_ipv4_src', 'tun_ipv4_dst'))
+
+
+def _freeze(x, state):
+    """End this pass with ('recirc', id): the datapath re-parses the packet and
+    the next pass (a miss with recirc_id=id) thaws `state` (see recirc.py)."""
+    _commit(x)
+    recirc_id = x.ctx.recirc.freeze(state)
+    x.odp.append(('recirc', recirc_id))
+    if x.trace is not None:
+        x.step('freeze', recirc_id, state)
+    x.freezing = None
+    x.stopped = True
+
+
+def _thaw(x, recirc_id, state):
+    """Go on with a frozen translation: the key is the re-parsed packet."""
+    if x.trace is not None:
+        x.step('thaw', recirc_id, state)
+    x.metadata = state.metadata
+    action_set = dict(state.action_set)
+    table_id = state.table_id
+    if table_id is None:
+        _do_actions(x, state.actions, state.rule)
+        if not x.stopped:
+            table_id = _run_rule(x, state.rule, action_set, state.instructions)
+        if x.stopped:
+            return
+    _run_pipeline(x, table_id, action_set)
 
 
 def _do_action(x, action, rule):
@@ -594,7 +669,7 @@ def _output(x, action, rule):
         _normal(x)
     elif port == OFPP_TABLE and x.packet_out:
         x.packet_out = False            # no second TABLE from within the pipeline
-        _run_pipeline(x)
+        _run_pipeline(x, 0, {})
         x.packet_out = True
     else:
         x.note('output:%#x: no such port here: dropped', port)
@@ -742,6 +817,7 @@ def _pop_mpls(x, action, rule):
                          x.flow >> MPLS_SHIFT & 0xffffffff), MPLS_LSE_BITS)
     x.odp.append(('pop_mpls', action[1]))
     _reshape(x, ETH_TYPE_BITS | MPLS_LSE_BITS, action[1] << ETH_TYPE_SHIFT)
+    x.was_mpls = True
 
 
 def _set_ttl(prereq, bits, shift):

@@ -270,7 +270,7 @@ def test_goto_set_field_and_dec_ttl(sw):
         '     -> datapath: set(eth(dst=00:00:00:00:00:09)),set(ipv4(ttl=63)),2  [2=s1-eth2]'])
     assert line(text, 'Final flow: ') == \
         'udp,in_port=1,dl_dst=00:00:00:00:00:09,nw_dst=10.0.0.2,nw_ttl=63'
-    assert line(text, 'Megaflow: ') == 'udp,in_port=1,nw_dst=10.0.0.0/24,nw_ttl=64'
+    assert line(text, 'Megaflow: ') == 'recirc_id=0,udp,in_port=1,nw_dst=10.0.0.0/24,nw_ttl=64'
     assert line(text, 'Datapath actions: ') == \
         'set(eth(dst=00:00:00:00:00:09)),set(ipv4(ttl=63)),2'
     assert why(text, 'in_port') == [
@@ -291,7 +291,7 @@ def test_table_miss_without_a_miss_rule(sw):
     assert ' 0. No match. (drop: no rule matches and the table has no table-miss rule)' in text
     assert line(text, 'Final flow: ') == 'unchanged'
     assert line(text, 'Datapath actions: ') == 'drop'
-    assert line(text, 'Megaflow: ') == 'in_port=1'
+    assert line(text, 'Megaflow: ') == 'recirc_id=0,in_port=1'
 
 
 def test_table_miss_rule_to_controller(sw):
@@ -300,7 +300,7 @@ def test_table_miss_rule_to_controller(sw):
     assert ' 0. priority 0, cookie 0x77 (the table-miss rule)\n    CONTROLLER:65535\n' \
            '     -> packet-in to the controller: reason=no_match, table 0, cookie 0x77, ' \
            'the whole packet\n' in text
-    assert line(text, 'Megaflow: ') == 'in_port=2'
+    assert line(text, 'Megaflow: ') == 'recirc_id=0,in_port=2'
 
 
 def test_ttl_expiry_stops_processing(sw):
@@ -311,7 +311,7 @@ def test_ttl_expiry_stops_processing(sw):
             '     -> packet-in to the controller: reason=invalid_ttl, table 0, cookie 0x0, '
             '128 bytes\n     -> processing stopped: the instructions after apply_actions '
             'did not run\n') in text
-    assert 'goto_table' not in text and line(text, 'Megaflow: ') == 'ip,in_port=1,nw_ttl=1'
+    assert 'goto_table' not in text and line(text, 'Megaflow: ') == 'recirc_id=0,ip,in_port=1,nw_ttl=1'
 
 
 def test_select_group_and_bucket_rewrites(sw):
@@ -361,8 +361,8 @@ def test_normal_forwards_to_a_learned_port(sw):
             'forwarding there\n     -> NORMAL: a real packet would teach it that '
             '02:00:00:00:00:01 is on port 1 (a trace learns nothing)\n'
             '     -> datapath: 3  [3=s1-eth3]\n') in text
-    assert line(text, 'Megaflow: ') == \
-        'in_port=1,vlan_tci=0x0000/0x1fff,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02'
+    assert line(text, 'Megaflow: ') == ('recirc_id=0,in_port=1,vlan_tci=0x0000/0x1fff,'
+                                        'dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02')
     assert why(text, 'dl_src') == [
         'table 0: NORMAL (MAC learning) forwards by in_port, dl_src, dl_dst and VLAN']
     assert sw.normal.macs.lookup(0, MAC1.to_bytes(6, 'big')) is None     # nothing learned
@@ -389,7 +389,7 @@ def test_outcomes_flood_no_fwd_ignored_set_field_and_no_recv(sw):
             '    output:1\n     -> output:1 is the input port: skipped\n') in text
     assert why(text, 'nw_frag') == [
         'table 0: set_field:8->tcp_dst checks that the packet has tcp_dst']
-    assert line(text, 'Megaflow: ') == 'udp,in_port=1,nw_frag=not_later'
+    assert line(text, 'Megaflow: ') == 'recirc_id=0,udp,in_port=1,nw_frag=not_later'
     sw.ports[1].config = OFPPC_NO_RECV
     assert '-> in_port 1 has NO_RECV or PORT_DOWN: drop' in sw.trace('in_port=1,udp')
 
@@ -487,7 +487,21 @@ def test_trace_of_a_tunnel_packet_explains_its_tunnel_fields(sw):
     sw.ports[5].name = 'vx1'
     sw.add({'tunnel_id': (0x2a, None)}, [out(2)])
     text = sw.trace('in_port=5,tun_id=0x2a,tun_src=10.0.2.1,tun_dst=10.0.1.1,tun_flags=key,ip')
-    assert line(text, 'Megaflow: ') == ('tun_id=0x2a,tun_src=10.0.2.1,tun_dst=10.0.1.1,tun_tos=0,'
-                                        'tun_flags=-df-csum+key,in_port=5')
+    assert line(text, 'Megaflow: ') == ('recirc_id=0,tun_id=0x2a,tun_src=10.0.2.1,'
+                                        'tun_dst=10.0.1.1,tun_tos=0,tun_flags=-df-csum+key,'
+                                        'in_port=5')
     assert why(text, 'tun_id')[0].startswith('received on tunnel port vx1')
     assert line(text, 'Datapath actions: ') == '2'
+
+
+def test_trace_follows_the_packet_through_recirculation(sw):
+    sw.add({'eth_type': (0x8847, None)},
+           instructions=(('apply_actions', (('pop_mpls', 0x0800),)), ('goto_table', 1)))
+    sw.add({**IPV4}, [out(2)], table_id=1)
+    text = trace(sw.ofproto, 'in_port=1,mpls,mpls_label=100,mpls_bos=1')
+    first, second = text.split('\n\n\nRecirculation 0x1\n')
+    assert 'freeze: ' in first and 'to resume at table 1' in first
+    assert line(first, 'Datapath actions: ') == 'pop_mpls(eth_type=0x800),recirc(0x1)'
+    assert line(second, 'Megaflow: ').startswith('recirc_id=0x1,ip,in_port=1')
+    assert line(second, 'Datapath actions: ') == '2'
+    assert 'Resuming recirc_id 0x1' in second

@@ -75,15 +75,15 @@ class Switch:
 
 
 def mask(*names, **partial):
-    """A megaflow mask: in_port plus the named fields, exact or partial."""
-    value = int.from_bytes(make_mask(('in_port',) + names), 'big')
+    """A megaflow mask: in_port and recirc_id plus the named fields, exact or partial."""
+    value = int.from_bytes(make_mask(('in_port', 'recirc_id') + names), 'big')
     for name, ones in partial.items():
         value |= field_bits(name, ones)
     return value.to_bytes(KEY_LEN, 'big')
 
 
 def as_mask(bits):
-    return (bits | field_bits('in_port')).to_bytes(KEY_LEN, 'big')
+    return (bits | field_bits('in_port') | field_bits('recirc_id')).to_bytes(KEY_LEN, 'big')
 
 
 @pytest.fixture

@@ -148,7 +148,8 @@ class FakeSwitch:
         if name not in self.present:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         port_no = port_no or max(self.dp.ports, default=0) + 1
-        self.dp.ports[port_no] = FakePort(name, port_no)
+        port = self.dp.ports[port_no] = FakePort(name, port_no)
+        port.tunnel, port.kind = tunnel, port_type
         self.calls.append(('add', name, port_no))
 
     def del_port(self, name):
@@ -207,3 +208,48 @@ def test_a_bad_document_changes_nothing():
     with pytest.raises(ValueError):
         state.apply(doc(fail_mode='sometimes', ports=[{'name': 'ut1-eth1'}]))
     assert switch.calls == []
+
+
+# --- tunnel ports ------------------------------------------------------------------
+
+def test_a_tunnel_port_gets_its_config_and_an_options_change_re_creates_it():
+    switch = FakeSwitch(present={'vx1'})
+    added = []
+    add = switch.add_port
+    switch.add_port = lambda name, port_no=None, port_type='', tunnel=None: (
+        added.append((name, port_type, tunnel)), add(name, port_no, port_type, tunnel))
+    state = BridgeState(switch)
+    vx = {'name': 'vx1', 'type': 'vxlan', 'options': {'remote_ip': '10.0.0.2', 'key': '42'}}
+    state.apply(doc(ports=[vx]))
+    assert added[-1][2].remote_ip == bytes((10, 0, 0, 2)) and added[-1][2].in_key == 42
+    state.apply(doc(ports=[vx]))
+    assert len(added) == 1                                  # same options: left alone
+    vx['options']['key'] = '43'
+    state.apply(doc(ports=[vx]))
+    assert ('del', 'vx1') in switch.calls and added[-1][2].in_key == 43
+
+
+def test_tunnel_option_errors_are_ovs_words_in_the_interface_error():
+    switch = FakeSwitch(present={'vx1', 'vx2'})
+    state = BridgeState(switch)
+    state.apply(doc(ports=[{'name': 'vx1', 'type': 'vxlan', 'options': {'key': '1'}},
+                           {'name': 'vx2', 'type': 'vxlan',
+                            'options': {'remote_ip': '10.0.0.2', 'ttl': 'x'}}]))
+    ports = json.loads(state.status())['ports']
+    assert ports['vx1'] == {'ofport': -1,
+                            'error': "vx1: vxlan type requires valid 'remote_ip' argument"}
+    assert ports['vx2']['error'] == "vx2: bad ttl 'x': expected a number"
+
+
+def test_a_tunnel_socket_that_cannot_be_bound_is_the_interface_error():
+    switch = FakeSwitch(present=set())
+
+    def add_port(name, port_no=None, port_type='', tunnel=None):
+        raise OSError(errno.EADDRINUSE, 'could not bind the VXLAN socket to 0.0.0.0:4789 '
+                                        '(Address already in use)')
+    switch.add_port = add_port
+    state = BridgeState(switch)
+    state.apply(doc(ports=[{'name': 'vx1', 'type': 'vxlan',
+                            'options': {'remote_ip': '10.0.0.2'}}]))
+    assert json.loads(state.status())['ports']['vx1']['error'] == (
+        'vx1: could not bind the VXLAN socket to 0.0.0.0:4789 (Address already in use)')

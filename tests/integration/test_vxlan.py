@@ -1,5 +1,7 @@
 """VXLAN tunnel ports against real peers: a Linux vxlan device, and OVS userspace.
 
+The Linux peer:
+
     vxt-h1 (ns)                  root namespace                    vxt-peer (ns)
     192.168.250.1 ── vxt-s1 ─ pyovs bridge vxb ─ vx1 (vxlan, key 42)
                                                UDP 4789 │
@@ -11,13 +13,32 @@ The underlay veth has MTU 1600, so a 1500-byte inner frame fits under DF
 (inner MTU + 50). The switch is configured with the real ovs-vsctl, as a
 user would, through a private mnovs database (mnovs_db.MnovsDb); it
 forwards with NORMAL (standalone) unless a test gives it OpenFlow flows.
+
+The OVS userspace peer (bottom of this file) runs its own ovsdb-server and
+ovs-vswitchd inside namespace vxo-ovs, with a private run directory: OVS's
+native tunneling routes by the kernel routes of its namespace, and in the
+root namespace, beside pyovs, the `local` route of pyovs's underlay address
+outranks any route OVS is given (ovs/route/add), so OVS's tunnel lookup
+toward pyovs ends at a kernel device instead of an OVS bridge ("native
+tunnel routing failed"). In its own namespace OVS is as on another host:
+
+    vxo-h1 (ns) ─ vxo-s1 ─ pyovs vxo ─ vxot (vxlan 42) ── vxo-u0 172.31.251.1
+                                                            ║
+    vxo-h2 (ns) ─ vxo-s2 ─ OVS ovxo (netdev) ─ vxo-t ── ovxu 172.31.251.2 (vxo-ovs ns)
+    (UDP port 4790 on both sides)
+
+OVS's host needs `ethtool -K tx off` (OVS userspace does not take TSO
+frames from veths, see DESIGN.md).
+
 Everything runs under the shared lock (see the helper notes), and every
-namespace and link made here is removed by name at the end.
+namespace, link and process made here is removed at the end.
 """
 
 import hashlib
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -309,3 +330,117 @@ def test_standalone_normal_reaches_the_peer(switch):
         assert ping(H1, PEER_IP) == 4
     finally:
         normal_by_openflow(switch)
+
+
+# --- OVS userspace as the peer ------------------------------------------------------
+
+OVS_NS = 'vxo-ovs'
+OVS_HOSTS = ('vxo-h1', 'vxo-h2')
+OVS_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
+
+
+class PrivateOvs:
+    """ovsdb-server and ovs-vswitchd (userspace datapath) in namespace OVS_NS, files in `run_dir`."""
+
+    def __init__(self, run_dir):
+        self.dir = str(run_dir)
+        self.env = dict(os.environ, OVS_RUNDIR=self.dir, OVS_DBDIR=self.dir,
+                        OVS_LOGDIR=self.dir)
+
+    def run(self, *argv, check=True):
+        return sh('ip', 'netns', 'exec', OVS_NS, *argv, env=self.env, check=check)
+
+    def vsctl(self, *args):
+        return self.run('ovs-vsctl', '--timeout=20', f'--db=unix:{self.dir}/db.sock', *args)
+
+    def start(self):
+        sh('ovsdb-tool', 'create', f'{self.dir}/conf.db', OVS_SCHEMA)
+        self.run('ovsdb-server', f'{self.dir}/conf.db', f'--remote=punix:{self.dir}/db.sock',
+                 f'--pidfile={self.dir}/ovsdb-server.pid', '--detach',
+                 f'--log-file={self.dir}/ovsdb-server.log')
+        self.vsctl('--no-wait', 'init')
+        self.run('ovs-vswitchd', f'unix:{self.dir}/db.sock',
+                 f'--pidfile={self.dir}/ovs-vswitchd.pid', '--detach',
+                 f'--log-file={self.dir}/ovs-vswitchd.log')
+
+    def stop(self):
+        for name in ('ovs-vswitchd', 'ovsdb-server'):
+            try:
+                with open(f'{self.dir}/{name}.pid') as f:
+                    os.kill(int(f.read()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+
+
+def ovs_cleanup():
+    for ns in (*OVS_HOSTS, OVS_NS):
+        sh('ip', 'netns', 'del', ns, check=False)
+    for link in ('vxo-u0', 'vxo-s1'):
+        sh('ip', 'link', 'del', link, check=False)
+
+
+@pytest.fixture(scope='module')
+def ovs_peer(tmp_path_factory):
+    """pyovs bridge vxo and an OVS userspace bridge ovxo, joined by VXLAN key 42.
+
+    On UDP port 4790: the Linux peer's switch (module-scoped too) may still
+    hold 0.0.0.0:4789, and a second switch cannot take it.
+    """
+    if shutil.which('ovs-vswitchd') is None:
+        pytest.skip('no ovs-vswitchd')
+    ovs_cleanup()
+    ovs = PrivateOvs(tmp_path_factory.mktemp('ovs'))
+    db = MnovsDb(tmp_path_factory.mktemp('vxo'))
+    try:
+        for ns in (*OVS_HOSTS, OVS_NS):
+            sh('ip', 'netns', 'add', ns)
+            sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+        sh('ip', 'link', 'add', 'vxo-s1', 'type', 'veth', 'peer', 'name', 'vxo-h', 'netns',
+           'vxo-h1')
+        sh('ip', 'link', 'set', 'vxo-s1', 'up')
+        sh('ip', '-n', 'vxo-h2', 'link', 'add', 'vxo-h', 'type', 'veth', 'peer', 'name',
+           'vxo-s2', 'netns', OVS_NS)
+        sh('ip', '-n', OVS_NS, 'link', 'set', 'vxo-s2', 'up')
+        for i, ns in enumerate(OVS_HOSTS, 1):
+            sh('ip', '-n', ns, 'addr', 'add', f'192.168.252.{i}/24', 'dev', 'vxo-h')
+            sh('ip', '-n', ns, 'link', 'set', 'vxo-h', 'up')
+        in_ns('vxo-h2', 'ethtool', '-K', 'vxo-h', 'tx', 'off')
+        sh('ip', 'link', 'add', 'vxo-u0', 'mtu', '1600', 'type', 'veth', 'peer', 'name',
+           'vxo-u1', 'mtu', '1600', 'netns', OVS_NS)
+        sh('ip', 'addr', 'add', '172.31.251.1/24', 'dev', 'vxo-u0')
+        sh('ip', 'link', 'set', 'vxo-u0', 'up')
+        sh('ip', '-n', OVS_NS, 'link', 'set', 'vxo-u1', 'up')
+        ovs.start()
+        ovs.vsctl('add-br', 'ovxu', '--', 'set', 'bridge', 'ovxu', 'datapath_type=netdev',
+                  '--', 'add-port', 'ovxu', 'vxo-u1')
+        ovs.vsctl('add-br', 'ovxo', '--', 'set', 'bridge', 'ovxo', 'datapath_type=netdev',
+                  '--', 'add-port', 'ovxo', 'vxo-s2', '--', 'add-port', 'ovxo', 'vxo-t',
+                  '--', 'set', 'interface', 'vxo-t', 'type=vxlan',
+                  'options:remote_ip=172.31.251.1', 'options:key=42', 'options:dst_port=4790')
+        sh('ip', '-n', OVS_NS, 'link', 'set', 'ovxu', 'mtu', '1600', 'up')
+        sh('ip', '-n', OVS_NS, 'addr', 'add', '172.31.251.2/24', 'dev', 'ovxu')
+        db.start()
+        done = db.vsctl('add-br', 'vxo', '--', 'add-port', 'vxo', 'vxo-s1', '--',
+                        'add-port', 'vxo', 'vxot', '--', 'set', 'interface', 'vxot',
+                        'type=vxlan', 'options:remote_ip=172.31.251.2', 'options:key=42',
+                        'options:dst_port=4790')
+        assert done.returncode == 0 and not done.stderr, done.stderr
+        db.vsctl('set-fail-mode', 'vxo', 'secure')
+        sh(*OFCTL, 'add-flow', 'vxo', 'priority=0,actions=NORMAL', env=db.env)
+        yield db
+    finally:
+        db.stop()
+        ovs.stop()
+        ovs_cleanup()
+
+
+@pytest.mark.parametrize('size', [56, 1600, 3200])
+def test_overlay_ping_to_an_ovs_userspace_peer(ovs_peer, size):
+    assert ping('vxo-h1', '192.168.252.2', size) == 4
+
+
+def test_tcp_to_and_from_an_ovs_userspace_peer_arrives_intact(ovs_peer, tmp_path):
+    for server, ip, client in (('vxo-h2', '192.168.252.2', 'vxo-h1'),
+                               ('vxo-h1', '192.168.252.1', 'vxo-h2')):
+        sent, (n, got), size = tcp_transfer(server, ip, client, tmp_path, size=4 << 20)
+        assert (n, got) == (size, sent), f'{client} -> {server}'

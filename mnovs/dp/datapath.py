@@ -53,6 +53,14 @@ frame arrives and every slot is empty) is freed and made again in place
 reads its socket instead). A slot the kernel gave up is skipped after a
 grace period, counted as the drop `rx-slot-abandoned`.
 
+Tunnel ports (vxlan.py) have no ring and no device: their frames arrive as
+datagrams on a UDP socket shared by the tunnel ports of one local
+address and UDP port, read by tunnel_input, which hands each inner frame
+to the same caches with the tunnel metadata (tun_id, tun_src, ...) in its
+key's md. An output to a tunnel port needs a set_tunnel action before it
+(the outer header); a megaflow keeps that pair ready as a TunnelOutput in
+its fast_outs, which the hit path sends to as to a port.
+
 Cost per packet on a hit: no receive system call (frames arrive in a
 PACKET_MMAP ring, see netdev.py), flow_extract, one dict lookup in the EMC,
 a few counter updates, one send per output port. A flow whose actions

@@ -58,6 +58,17 @@ its offload work undone (a partial checksum, a TCP super-frame, over
 veths); mark_offloads finds them and says so in the vnet header, so they
 leave finished (see there).
 
+Measured (2-core VM, kernel 6.18; iperf3 between a host behind pyovs and
+one behind a Linux vxlan device, underlay veth MTU 1600; Linux vxlan +
+Linux bridge in the same setup: 14.4 Gbit/s TCP, 135 kpps UDP 64 B):
+TCP into pyovs from the tunnel 14.1 Gbit/s (the peer's super-frames pass
+whole, see mark_offloads); TCP out of pyovs into the tunnel 0.70 Gbit/s
+with the default csum=false (one sendmsg per datagram) and 2.07 Gbit/s
+with csum=true (UDP_SEGMENT: 2 sendmsg per 64 KB); there the Python
+segmentation of the inner TCP (its checksums) is half the time. UDP 64 B
+out into the tunnel: 66-69 kpps, 65% of it inside sendmsg. Megaflow hit
+rate on a steady TCP flow: 99.99%.
+
 Cost: receive is one recvmsg_into per datagram (about 3 us), a header
 unpack, a cache lookup and the partial-checksum check; the inner frame is
 handed to the datapath in place (the buffer keeps 2 spare bytes in front, so a zero vnet header fits

@@ -7,7 +7,8 @@ switch process the WHOLE desired state of its bridge as one JSON document
     {"datapath_id": "0000000000000001" | null, "fail_mode": "secure",
      "protocols": ["OpenFlow13"], "controllers": ["tcp:127.0.0.1:6653"],
      "controller_rate_limit": null, "controller_burst_limit": null,
-     "ports": [{"name": "s1", "type": "internal", "ofport_request": null}, ...]}
+     "ports": [{"name": "s1", "type": "internal", "ofport_request": null}, ...],
+     "sflow": null | {"targets": [...], "sampling": 64, ...}}   (sflow/config.py)
 
 This module turns it into changes of the running switch, live, as
 bridge_reconfigure() does: parse_desired() checks the document (a bad one
@@ -42,6 +43,7 @@ from collections import namedtuple
 from mnovs.dp.datapath import LOCAL_PORT
 from mnovs.dp.tap import TapPort
 from mnovs.ofagent.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
+from mnovs.sflow.config import parse_options as parse_sflow
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ LOCAL_OFPORT_DB = 65534                 # LOCAL as OVS writes Interface.ofport
 DB_ROLES = {OFPCR_ROLE_EQUAL: 'other', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
 
 Desired = namedtuple('Desired', 'datapath_id fail_mode protocols controllers '
-                                'controller_rate_limit controller_burst_limit ports')
+                                'controller_rate_limit controller_burst_limit ports sflow')
 PortSpec = namedtuple('PortSpec', 'name type ofport_request')
 
 
@@ -91,7 +93,8 @@ def parse_desired(text):
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError('bridge/apply: ports: a name appears twice')
-    return Desired(dpid, fail_mode, protocols, controllers, *limits, specs)
+    return Desired(dpid, fail_mode, protocols, controllers, *limits, specs,
+                   parse_sflow(doc.get('sflow')))
 
 
 def _is_hex(text):
@@ -187,6 +190,7 @@ class BridgeState:
         self.controller_errors = switch.set_controllers(desired.controllers)
         switch.set_controller_limits(desired.controller_rate_limit,
                                      desired.controller_burst_limit)
+        switch.set_sflow(desired.sflow)
         return ''
 
     def _reconcile_ports(self):
@@ -237,7 +241,8 @@ class BridgeState:
             if name not in ports:
                 ports[name] = {'ofport': -1, 'error': error}
         ofproto = switch.ofproto
-        return json.dumps({'datapath_id': f'{ofproto.dpid:016x}', 'ports': ports,
+        sflow = ofproto.sflow.status() if ofproto.sflow is not None else None
+        return json.dumps({'datapath_id': f'{ofproto.dpid:016x}', 'ports': ports, 'sflow': sflow,
                            'controllers': controller_status(ofproto, self.controller_errors,
                                                             switch.mgmt_target)},
                           sort_keys=True)

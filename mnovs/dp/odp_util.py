@@ -27,10 +27,16 @@ Printing rules, as OVS's non-verbose format:
   so that no masked bit is hidden (bar the untagged vlan match above).
   xlate should never produce one.
 
+Actions print as OVS prints them: '2,3', 'pop_vlan,1', set(ipv4(dst=...)),
+and sample(sample=0.2%,actions(userspace(pid=0,sFlow(vid=0,pcp=0,output=2))))
+for the sFlow sample; the sFlow cookie is defined here, as OVS's
+user_action_cookie is in odp-util.h.
+
 Formatting only; a parser for the same syntax is future work.
 """
 
 import socket
+import struct
 
 from mnovs.dp.flow import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
@@ -257,6 +263,38 @@ def _format_push_vlan(tpid, tci):
     return f'push_vlan({tpid_text}vid={tci & 0xfff},pcp={tci >> 13}{cfi_text})'
 
 
+# The userdata of an sFlow sample's userspace action (OVS's user_action_cookie
+# of type USER_ACTION_COOKIE_SFLOW): a tag, the output VLAN TCI, and the
+# flow sample's `output` field (an ifindex, or sFlow's dropped/multiple forms).
+SFLOW_COOKIE = struct.Struct('!cxHI')
+_SFLOW_TAG = b'S'
+
+
+def encode_sflow_cookie(vlan_tci, output):
+    return SFLOW_COOKIE.pack(_SFLOW_TAG, vlan_tci, output)
+
+
+def decode_sflow_cookie(userdata):
+    """(vlan_tci, output), or None if userdata is not an sFlow cookie."""
+    if len(userdata) != SFLOW_COOKIE.size or userdata[:1] != _SFLOW_TAG:
+        return None
+    return SFLOW_COOKIE.unpack(userdata)[1:]
+
+
+def _format_userspace(userdata):
+    sflow = decode_sflow_cookie(userdata)
+    if sflow is not None:
+        tci, output = sflow
+        return f'userspace(pid=0,sFlow(vid={tci & 0xfff},pcp={tci >> 13},output={output}))'
+    return f'userspace(userdata({userdata.hex()}))' if userdata else 'userspace()'
+
+
+def _format_sample(probability, nested, key):
+    """OVS's sample(sample=P%,actions(...)), P with one decimal (1.6% for 1 in 64)."""
+    percent = 100.0 * probability / 0xffffffff
+    return f'sample(sample={percent:.1f}%,actions({format_actions(nested, key)}))'
+
+
 def _format_generic(action):
     args = ','.join(arg.hex() if isinstance(arg, (bytes, bytearray)) else str(arg)
                     for arg in action[1:])
@@ -288,7 +326,9 @@ def format_actions(actions, key=None):
         elif name == 'push_vlan' and len(action) == 3:
             texts.append(_format_push_vlan(action[1], action[2]))
         elif name == 'userspace' and len(action) == 2:
-            texts.append(f'userspace(userdata({action[1].hex()}))' if action[1] else 'userspace()')
+            texts.append(_format_userspace(action[1]))
+        elif name == 'sample' and len(action) == 3:
+            texts.append(_format_sample(action[1], action[2], key))
         elif (name == 'set_masked' and len(action) == 4 and action[1] in FIELD_SLICES
               and len(action[2]) == len(action[3]) == FIELD_SLICES[action[1]][1]):
             texts.append(_format_set_masked(*action[1:], context))

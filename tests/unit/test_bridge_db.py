@@ -27,7 +27,7 @@ def bridge(name='br0', ports=None, controllers=(), fail_mode=(), protocols=(),
         ports = [port(name, iface(name, 'internal'))]
     return Row(name=name, ports=ports, controller=list(controllers),
                fail_mode=list(fail_mode), protocols=list(protocols),
-               other_config=dict(other_config or {}))
+               other_config=dict(other_config or {}), sflow=[])
 
 
 def test_new_bridge_is_its_local_port_standalone_no_controllers():

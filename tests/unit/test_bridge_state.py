@@ -135,7 +135,7 @@ class FakeSwitch:
         self.present = set(present)
         self.calls = []
         self.dp = SimpleNamespace(ports={}, port_by_name=self.port_by_name)
-        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set())
+        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set(), sflow=None)
         self.mgmt_target = 'punix:/nowhere/ut1.mgmt'
 
     def port_by_name(self, name):
@@ -163,6 +163,9 @@ class FakeSwitch:
 
     def set_controller_limits(self, rate_limit, burst_limit):
         self.calls.append(('limits', rate_limit, burst_limit))
+
+    def set_sflow(self, options):
+        self.sflow_options = options
 
 
 def test_apply_reports_a_missing_interface_and_retries_it_when_it_appears():

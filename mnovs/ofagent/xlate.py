@@ -262,7 +262,7 @@ class _Xlate:
         self.wc |= bits & ~self.written
 
     # Reads named by their reason (see xlate_trace); untraced, they are read().
-    read_lookup = read_prereq = read_value = read_restore = read
+    read_lookup = read_prereq = read_value = read_restore = read_sflow = read
 
     def result(self):
         odp = self.odp
@@ -272,7 +272,7 @@ class _Xlate:
         out = XlateResult()
         out.actions = tuple(odp)
         if self.ctx.sflow is not None and not self.packet_out:
-            self.read_value(VLAN_TCI_BITS)
+            self.read_sflow(VLAN_TCI_BITS)
             out.actions = compose_sflow_action(self.ctx.sflow, out.actions,
                                                self.flow >> TCI_SHIFT & 0xffff)
         out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
@@ -334,6 +334,7 @@ class _TracedXlate(_Xlate):
     read_prereq = _reader('prereq')
     read_value = _reader('value')
     read_restore = _reader('restore')
+    read_sflow = _reader('sflow')
     del _reader
 
     def result(self):
@@ -373,8 +374,9 @@ def xlate_trace(ctx, key):
           note        (text,): an outcome (skipped, ignored, dropped)
           read        (why, new, again, shadowed): key bits read, why being
                       'lookup' (by the table step before it), 'prereq' or
-                      'value' (by the action or group before it), or
-                      'restore' (a bucket's rewrite put back); `new` bits
+                      'value' (by the action or group before it),
+                      'restore' (a bucket's rewrite put back), or 'sflow'
+                      (the sample action's output VLAN, after 'end'); `new` bits
                       entered the mask, `again` were in it already,
                       `shadowed` had been written by the pipeline (not in it)
           end         (odp,): the datapath actions before trailing rewrites

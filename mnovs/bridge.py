@@ -64,7 +64,7 @@ PARALLEL_CALLS = 16         # control commands in flight at once
 COLUMNS = {
     'Open_vSwitch': ['bridges', 'next_cfg', 'cur_cfg'],
     'Bridge': ['name', 'ports', 'controller', 'fail_mode', 'protocols', 'other_config',
-               'datapath_id', 'sflow'],
+               'datapath_id', 'sflow', 'status'],
     'sFlow': ['agent', 'targets', 'sampling', 'polling', 'header'],
     'Port': ['name', 'interfaces'],
     'Interface': ['name', 'type', 'ofport_request', 'ofport', 'ifindex', 'mac_in_use',

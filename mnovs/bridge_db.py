@@ -171,8 +171,16 @@ def interface_columns(port):
 
 
 def bridge_columns(status):
-    """Bridge columns from a bridge/status reply."""
-    return {'datapath_id': _opt(status.get('datapath_id'))}
+    """Bridge columns from a bridge/status reply.
+
+    OVS has no error column for sFlow (it only logs); what the switch could
+    not use of the sFlow row goes into Bridge status:sflow, so that
+    `ovs-vsctl get bridge BR status` shows it.
+    """
+    sflow = status.get('sflow') or {}
+    errors = sflow.get('errors') or []
+    return {'datapath_id': _opt(status.get('datapath_id')),
+            'status': {'sflow': '; '.join(errors)} if errors else {}}
 
 
 def controller_columns(controller):

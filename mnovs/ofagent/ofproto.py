@@ -431,6 +431,10 @@ class OFProto:
             self.sflow = None
         if options is not None:
             self.sflow = SflowAgent(self.name, options, self.dp, lambda: self.dpid)
+        self._sflow_sampling()
+
+    def _sflow_sampling(self):
+        """Sample while the agent can export (a collector may open later, or fail)."""
         sampling = self.sflow if self.sflow is not None and self.sflow.enabled else None
         if sampling is not self.ctx.sflow:
             self.ctx.sflow = sampling
@@ -662,6 +666,7 @@ class OFProto:
             self._probe(channel, now)
         if self.sflow is not None:
             self.sflow.run(now)
+            self._sflow_sampling()
 
     def open_channels(self):
         """Every open connection, in session or not (connecting, before HELLO)."""

@@ -28,14 +28,14 @@ grows by exactly the packets the bridge received. `drops` is the count of
 samples the datapath drew but could not queue (dp.sample_lost, same base):
 at a high sampling rate the upcall queue fills, and those samples are
 counted, not silently lost. A datagram no collector took is counted in its
-collector's `errors`.
+collector's `failed`.
 
 Never raising into the switch: sockets are non-blocking and every send
 error is counted and logged at a limited rate; a collector that could not
 be opened (bad target, no route) is retried at each tick, so one that
 comes later is used. A configuration that cannot work (no target usable,
 no agent address, sampling 0) leaves the agent disabled, with its reasons
-in `errors`, and the bridge forwarding as before.
+in errors(), and the bridge forwarding as before.
 
 The VXLAN hook: received() takes `tunnel_records`, encoded records of the
 tunnel the packet came from or goes to (wire.record_ipv4_tunnel,
@@ -70,13 +70,13 @@ _VLAN_TPIDS = (0x8100, 0x88a8)
 class Collector:
     """One target: a connected UDP socket, or the reason there is none."""
 
-    __slots__ = ('target', 'sock', 'error', 'sent', 'errors', 'send_log')
+    __slots__ = ('target', 'sock', 'error', 'sent', 'failed', 'send_log')
 
     def __init__(self, target):
         self.target = target
         self.sock = None
         self.error = None
-        self.sent = self.errors = 0
+        self.sent = self.failed = 0
         self.send_log = RateLimitedLog(log)
 
     def open(self):
@@ -105,7 +105,7 @@ class Collector:
             # ECONNREFUSED: a port unreachable came back for an earlier
             # datagram (no collector there now); EAGAIN/ENOBUFS: the socket
             # is full. Either way this datagram is lost, and counted.
-            self.errors += 1
+            self.failed += 1
             self.send_log.warning('%s: sending to collector failed (%s)', self.target,
                                   _reason(err))
 
@@ -158,21 +158,18 @@ class SflowAgent:
         self.next_poll = now + 1.0 + random.random() * max(options.polling - 1, 0)
         self.receiver = Receiver()
         self.ifindexes = {}                 # port name -> ifindex (0: none)
-        self.errors = list(options.errors)
+        self.config_errors = list(options.errors)     # what the row asks that cannot be
         self.collectors = [Collector(target) for target in options.targets]
         for collector in self.collectors:
-            if not collector.open():
-                self.errors.append(collector.error)
+            collector.open()
         self.address, warning = choose_agent_address(options.agent, options.targets)
         if warning:
-            self.errors.append(warning)
+            self.config_errors.append(warning)
         if self.address is None:
-            self.errors.append('could not determine IP address for sFlow agent')
+            self.config_errors.append('could not determine IP address for sFlow agent')
         if not options.targets:
-            self.errors.append('no targets: sFlow is off')
-        elif not any(c.sock for c in self.collectors):
-            self.errors.append('no collectors could be initialized, sFlow disabled')
-        for error in self.errors:
+            self.config_errors.append('no targets: sFlow is off')
+        for error in self.errors():
             log.warning('%s: sFlow: %s', name, error)
         self.sub_id = options.sub_id
         self.sampler_source = wire.source_id(wire.DSCLASS_PHYSICAL_ENTITY, 1000 + self.sub_id)
@@ -314,17 +311,22 @@ class SflowAgent:
                  f'samples lost (upcall queue full): {self.dp.sample_lost - self.lost_base}',
                  f'    datagrams: {self.receiver.sent}']
         for collector in self.collectors:
-            state = (f'sent {collector.sent}, failed {collector.errors}' if collector.sock
+            state = (f'sent {collector.sent}, failed {collector.failed}' if collector.sock
                      else collector.error)
             lines.append(f'    target {collector.target}: {state}')
-        lines.extend(f'    error: {error}' for error in self.errors)
+        lines.extend(f'    error: {error}' for error in self.errors())
         return '\n'.join(lines)
+
+    def errors(self):
+        """One line per thing that does not work now: the row's values, collectors."""
+        errors = self.config_errors + [c.error for c in self.collectors if c.error]
+        if self.collectors and not any(c.sock for c in self.collectors):
+            errors.append('no collectors could be initialized, sFlow disabled')
+        return errors
 
     def status(self):
         """For bridge/status: whether it runs, and what went wrong."""
-        return {'enabled': self.enabled,
-                'errors': self.errors + [c.error for c in self.collectors
-                                         if c.error and c.error not in self.errors]}
+        return {'enabled': self.enabled, 'errors': self.errors()}
 
     def close(self):
         self.flush()

@@ -117,7 +117,9 @@ def test_local_port_number_is_written_as_ovs_writes_it():
 
 def test_bridge_and_controller_columns():
     assert bridge_db.bridge_columns({'datapath_id': '0000000000000001'}) == \
-        {'datapath_id': ['0000000000000001']}
+        {'datapath_id': ['0000000000000001'], 'status': {}}
+    assert bridge_db.bridge_columns({'sflow': {'enabled': False, 'errors': ['a', 'b']}}) == \
+        {'datapath_id': [], 'status': {'sflow': 'a; b'}}
     assert bridge_db.controller_columns({'is_connected': True, 'role': 'other'}) == \
         {'is_connected': True, 'role': ['other'], 'status': {}}
     assert bridge_db.controller_columns(

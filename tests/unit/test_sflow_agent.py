@@ -195,7 +195,7 @@ def test_a_collector_that_is_not_there_then_comes(collector):
         agent.received(frame(), 1, 0, 1)
         agent.flush()
     (live, _) = agent.collectors
-    assert live.errors >= 1 and live.sent + live.errors == 5
+    assert live.failed >= 1 and live.sent + live.failed == 5
     back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     back.bind(('127.0.0.1', port))
     back.settimeout(1)

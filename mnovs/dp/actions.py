@@ -76,8 +76,9 @@ returns, so execute() never writes to it and keeps no reference to it:
   always runs them). The nested actions see the packet as it is and their
   changes do not reach the actions after the sample (copy-on-write sees the
   outer packet as the one to copy). The sFlow shape, a lone userspace
-  action, queues the upcall directly and counts in dp.sample_lost a sample
-  the full upcall queue refused (sFlow's `drops`). See sample.py for the
+  action, queues the upcall directly, its userdata followed by the sample
+  pool (sample.POOL), and counts in dp.sample_lost a sample the full upcall
+  queue refused (sFlow's `drops`). See sample.py for the
   same without the interpreter.
 - Malformed frames never raise. Every setter locates its header with
   offload.frame_layout and checks bounds before writing; on a truncated
@@ -103,7 +104,7 @@ labelled TCP at a few Gbit/s instead of the kernel's speed.
 import struct
 from time import monotonic
 
-from mnovs.dp.sample import UINT32_MAX, getrandbits
+from mnovs.dp.sample import POOL, UINT32_MAX, getrandbits
 from mnovs.dp.offload import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
@@ -231,7 +232,7 @@ def exec_sample(dp, pkt, action):
         return
     nested = action[2]
     if len(nested) == 1 and nested[0][0] == 'userspace':
-        if not dp.userspace(pkt, nested[0][1]):
+        if not dp.userspace(pkt, nested[0][1] + POOL.pack(dp.sample_pool)):
             dp.sample_lost += 1
     else:
         execute(dp, pkt, nested)

@@ -38,6 +38,8 @@ Formatting only; a parser for the same syntax is future work.
 import socket
 import struct
 
+from mnovs.dp.sample import POOL
+
 from mnovs.dp.flow import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
     ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER, IPPROTO_ICMP,
@@ -279,6 +281,19 @@ def decode_sflow_cookie(userdata):
     if len(userdata) != SFLOW_COOKIE.size or userdata[:1] != _SFLOW_TAG:
         return None
     return SFLOW_COOKIE.unpack(userdata)[1:]
+
+
+def decode_sflow_upcall(userdata):
+    """(vlan_tci, output, sample pool) of an sFlow sample's upcall, or None.
+
+    The sample action appends the pool at the draw to the cookie (sample.POOL).
+    """
+    if len(userdata) != SFLOW_COOKIE.size + POOL.size:
+        return None
+    cookie = decode_sflow_cookie(userdata[:SFLOW_COOKIE.size])
+    if cookie is None:
+        return None
+    return (*cookie, POOL.unpack_from(userdata, SFLOW_COOKIE.size)[0])
 
 
 def _format_userspace(userdata):

@@ -16,6 +16,11 @@ dp.sample_pool, draw, and on a hit queue the upcall on the flow's input port
 (read from the megaflow key, which always matches in_port exactly) or count
 the refused sample in dp.sample_lost.
 
+The upcall's userdata is the action's userdata followed by the sample pool
+at the draw (POOL, 8 bytes), as a kernel datapath adds attributes to an
+upcall: the agent encodes the sample later, after more packets went by, and
+still gives each flow sample the pool of its own moment.
+
 The draw: `getrandbits(32)` is the bound method of a private Mersenne
 Twister, about 40 ns, the cost OVS's random_uint32() has in its datapath.
 A sample is taken when the draw is <= probability, so probability
@@ -26,8 +31,10 @@ Cost per packet of a sampled flow: one Python call, one draw, one counter
 """
 
 import random
+import struct
 
 UINT32_MAX = 0xffffffff
+POOL = struct.Struct('!Q')          # appended to a sample's userspace userdata
 
 # A private generator: nobody else's seeding or draws change the sampling.
 getrandbits = random.Random().getrandbits
@@ -65,5 +72,5 @@ class SampleTap:
         if self.probability != UINT32_MAX and getrandbits(32) > self.probability:
             return
         dp.exec_in_port = self.in_port
-        if not dp.userspace(packet, self.userdata):
+        if not dp.userspace(packet, self.userdata + POOL.pack(dp.sample_pool)):
             dp.sample_lost += 1

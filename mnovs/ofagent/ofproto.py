@@ -59,7 +59,7 @@ import time
 
 from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import FIELD_SLICES, flow_extract
-from mnovs.dp.odp_util import decode_sflow_cookie
+from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
@@ -472,7 +472,7 @@ class OFProto:
 
     def userspace(self, packet, userdata, in_port):
         """A ('userspace', userdata) action ran: an sFlow sample, or a packet-in."""
-        sflow = decode_sflow_cookie(userdata)
+        sflow = decode_sflow_upcall(userdata)
         if sflow is not None:
             if self.sflow is not None:
                 self.sflow.received(packet, in_port, *sflow)

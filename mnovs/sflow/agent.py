@@ -8,7 +8,8 @@ How a sample travels, as in OVS:
                                output interface field, known after translation
     datapath (dp/actions.py,   counts the packet in dp.sample_pool, draws, and
     dp/sample.py)              on a hit queues a userspace upcall
-    OFProto.userspace          hands an upcall with an sFlow cookie here
+    OFProto.userspace          hands an upcall with an sFlow cookie (and the
+                               pool at the draw) here
     SflowAgent.received        encodes a flow sample (records 1001 and 1)
     Receiver                   packs samples into datagrams of < 1400 bytes,
                                sent when the next sample would not fit and
@@ -23,8 +24,9 @@ sequence number; the datagram sequence number; the collectors.
 
 Invariants: the sample pool is exact, not OVS's estimate (OVS adds the
 sampling rate per sample): it is the count of packets that met the sample
-action since this agent began (dp.sample_pool less its value then), so it
-grows by exactly the packets the bridge received. `drops` is the count of
+action since this agent began, up to the sampled one (dp.sample_pool at
+the draw, less its value when the agent began), so it grows by exactly the
+packets the bridge received. `drops` is the count of
 samples the datapath drew but could not queue (dp.sample_lost, same base):
 at a high sampling rate the upcall queue fills, and those samples are
 counted, not silently lost. A datagram no collector took is counted in its
@@ -214,13 +216,14 @@ class SflowAgent:
 
     # --- flow samples ----------------------------------------------------------------
 
-    def received(self, packet, in_port, vlan_tci, output, tunnel_records=()):
+    def received(self, packet, in_port, vlan_tci, output, pool, tunnel_records=()):
         """Encode one sampled packet (OVS's dpif_sflow_received).
 
         Args:
             packet: vnet header + frame, as the datapath queued it.
             in_port: datapath input port.
             vlan_tci, output: from the sFlow cookie (output VLAN, interface field).
+            pool: dp.sample_pool when the packet was drawn (odp_util.decode_sflow_upcall).
             tunnel_records: encoded tunnel records (see the module docstring).
         """
         frame = memoryview(packet)[VNET_HDR_LEN:]
@@ -229,7 +232,7 @@ class SflowAgent:
                    wire.record_raw_header(frame, self.options.header)]
         sample = wire.flow_sample(
             self.sequence, self.sampler_source, self.options.sampling,
-            self.dp.sample_pool - self.pool_base, self.dp.sample_lost - self.lost_base,
+            pool - self.pool_base, self.dp.sample_lost - self.lost_base,
             self.ifindex(in_port), output, records)
         self.add_sample(sample)
 

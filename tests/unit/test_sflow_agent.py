@@ -26,7 +26,8 @@ from test_ofproto import Switch as OFSwitch, apply, output, udp
 from mnovs.dp import actions as odp_actions
 from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import make_key, make_mask
-from mnovs.dp.odp_util import decode_sflow_cookie, encode_sflow_cookie, format_actions
+from mnovs.dp.odp_util import (
+    decode_sflow_cookie, decode_sflow_upcall, encode_sflow_cookie, format_actions)
 from mnovs.dp.sample import UINT32_MAX, SampleTap
 from mnovs.ofagent.xlate import compose_sflow_action
 from mnovs.sflow import wire
@@ -128,9 +129,9 @@ def test_flow_samples_reach_the_collector(collector):
     assert agent.enabled and agent.probability == UINT32_MAX // 64
     for n in range(3):
         dp.sample_pool += 64
-        agent.received(frame(n), 1, 0, 7)
+        agent.received(frame(n), 1, 0, 7, dp.sample_pool)
     dp.sample_lost = 2
-    agent.received(frame(3, size=300), 9, 0x2005, wire.OUTPUT_MULTIPLE | 2)
+    agent.received(frame(3, size=300), 9, 0x2005, wire.OUTPUT_MULTIPLE | 2, dp.sample_pool)
     agent.flush()
     (d,) = collector.datagrams()
     assert (d['version'], d['agent'], d['sequence']) == (5, bytes([127, 0, 0, 1]), 1)
@@ -153,7 +154,7 @@ def test_datagrams_stay_under_1400_bytes_and_count_up(collector):
     agent = SflowAgent('s1', options([collector.target], header=200), dp, lambda: 1)
     for n in range(40):
         dp.sample_pool += 1
-        agent.received(frame(n, size=300), 1, 0, LO_IFINDEX)
+        agent.received(frame(n, size=300), 1, 0, LO_IFINDEX, dp.sample_pool)
     agent.flush()
     got = collector.datagrams()
     assert len(got) > 5
@@ -192,7 +193,7 @@ def test_a_collector_that_is_not_there_then_comes(collector):
     assert agent.enabled
     assert any('not-an-ip' in e and 'bad IP address' in e for e in agent.status()['errors'])
     for _ in range(5):
-        agent.received(frame(), 1, 0, 1)
+        agent.received(frame(), 1, 0, 1, 1)
         agent.flush()
     (live, _) = agent.collectors
     assert live.failed >= 1 and live.sent + live.failed == 5
@@ -201,7 +202,7 @@ def test_a_collector_that_is_not_there_then_comes(collector):
     back.settimeout(1)
     try:
         for _ in range(2):      # the first send may report the last datagram's refusal
-            agent.received(frame(), 1, 0, 1)
+            agent.received(frame(), 1, 0, 1, 1)
             agent.flush()
         assert decode_datagram(back.recv(65536))['samples'][0]['sequence'] in (6, 7)
     finally:
@@ -214,7 +215,7 @@ def test_no_usable_target_leaves_sflow_disabled():
     agent = SflowAgent('s1', options(['bad', '10.0.0.1:0x']), fake_dp(), lambda: 1)
     assert not agent.enabled
     assert 'no collectors could be initialized, sFlow disabled' in agent.status()['errors']
-    agent.received(frame(), 1, 0, 1)        # an upcall still queued: harmless
+    agent.received(frame(), 1, 0, 1, 1)     # an upcall still queued: harmless
     agent.run(10.0)
     agent.close()
 
@@ -231,7 +232,7 @@ def sampled_datapath(collector, sampling, actions_after, queue_len=4096):
     agent = None
 
     def userspace(packet, userdata, in_port):
-        agent.received(packet, in_port, *decode_sflow_cookie(userdata))
+        agent.received(packet, in_port, *decode_sflow_upcall(userdata))
     dp = Datapath('t', upcall=None, userspace=userspace, upcall_queue_len=queue_len)
     dp.ports.update({1: fake_port(1), 2: fake_port(2)})
     agent = SflowAgent('t', options([collector.target], sampling=sampling), dp, lambda: 1)
@@ -263,7 +264,7 @@ def test_sampling_64_over_100000_packets(collector, fast):
     samples = [s for d in collector.datagrams() for s in d['samples']]
     assert len(samples) == taken == agent.sequence
     pools = [s['pool'] for s in samples]
-    assert pools == sorted(pools) and pools[-1] <= n
+    assert pools == sorted(pools) and len(set(pools)) == len(pools) and pools[-1] <= n
     assert all(s['output'] == 2 and s['rate'] == rate for s in samples)
     assert f'sample pool: {n}; flow samples: {taken}' in agent.show()
 
@@ -278,6 +279,7 @@ def test_sampling_1_counts_the_samples_it_cannot_queue(collector):
     agent.flush()
     samples = [s for d in collector.datagrams() for s in d['samples']]
     assert len(samples) == 50 and samples[-1]['drops'] == 450
+    assert [s['pool'] for s in samples] == list(range(1, 51))     # the pool at each draw
     assert 'samples lost (upcall queue full): 450' in agent.show()
 
 
@@ -288,6 +290,8 @@ def test_exec_sample_probability_edges():
     odp_actions.execute(dp, frame(), (('sample', UINT32_MAX, (('output', 3),)), ('output', 2)))
     odp_actions.execute(dp, frame(), (('sample', 0, (('userspace', b'x'),)), ('output', 2)))
     assert calls == [3, 2, 2] and dp.sample_pool == 2
+    odp_actions.execute(dp, frame(), (('sample', UINT32_MAX, (('userspace', b'S'),)),))
+    assert calls[-1] == b'S' + (3).to_bytes(8, 'big')       # the pool follows the userdata
     odp_actions.validate_actions((sample_action(400),))
     with pytest.raises(ValueError):
         odp_actions.validate_actions((('sample', -1, ()),))

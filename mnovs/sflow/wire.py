@@ -175,7 +175,10 @@ def counters_generic(ifindex, speed, direction, status, stats):
 
 
 def counters_ethernet(stats):
-    """Record 2: the dot3 counters Linux keeps (alignment, FCS, too long = rx_length_errors); others undefined."""
+    """Record 2: the dot3 counters Linux keeps; the others are undefined.
+
+    Alignment is rx_frame_errors, FCS rx_crc_errors, too long rx_length_errors.
+    """
     get = stats.get
     return _ETHERNET.pack(COUNTERS_ETHERNET, 52, get('rx_frame_errors', 0) & _U32,
                           get('rx_crc_errors', 0) & _U32, *[UNDEF32] * 8,

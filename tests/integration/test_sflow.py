@@ -30,7 +30,8 @@ from mnovs import ovs_ctl, paths
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'unit'))
 from sflow_decode import decode_datagram  # noqa: E402
 
-needs = pytest.mark.skipif(not all(shutil.which(tool) for tool in ('sfacctd', 'tcpdump', 'tshark')),
+TOOLS = ('sfacctd', 'tcpdump', 'tshark')
+needs = pytest.mark.skipif(not all(shutil.which(tool) for tool in TOOLS),
                            reason='needs sfacctd (pmacct), tcpdump and tshark')
 
 

@@ -102,7 +102,8 @@ def test_tshark_agrees_on_the_flow_samples(tshark_pcap):
               'sflow_245.pri.in', 'sflow_245.vlan.out', 'sflow_245.pri.out',
               'sflow_245.version', 'sflow_245.agent', 'sflow_245.numsamples',
               'sflow_245.ifindex', 'sflow_245.ifinoct', 'sflow_245.ifoutpkt', '_ws.expert']
-    done = subprocess.run(['tshark', '-r', tshark_pcap, '-d', 'udp.port==6343,sflow', '-T', 'fields',
+    done = subprocess.run(['tshark', '-r', tshark_pcap, '-d', 'udp.port==6343,sflow',
+                           '-T', 'fields',
                            '-E', 'occurrence=a', '-E', 'aggregator=;',
                            *[arg for f in fields for arg in ('-e', f)]],
                           capture_output=True, text=True, check=True)

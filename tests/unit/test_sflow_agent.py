@@ -359,3 +359,20 @@ def test_trace_shows_the_sample_action_and_why_vlan_is_in_the_megaflow():
             f'sFlow(vid=0,pcp=0,output={wire.OUTPUT_DROPPED}))))') in text
     assert "vlan_tci=0x0000  sFlow: the sample action's cookie holds the output VLAN" in text
     assert 'rewrites after the last output' not in text
+
+
+def test_tunnel_records_hook_for_vxlan(collector):
+    """The VXLAN work passes encoded tunnel records; they lead the flow sample."""
+    dp = fake_dp([(1, 'lo')])
+    agent = SflowAgent('s1', options([collector.target]), dp, lambda: 1)
+    ingress = [wire.record_ipv4_tunnel(wire.FLOW_EX_IPV4_TUNNEL_INGRESS, 100, 17,
+                                       bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]),
+                                       40000, 4789, 0, 0),
+               wire.record_vni(wire.FLOW_EX_VNI_INGRESS, 42)]
+    agent.received(frame(), 1, 0, 1, 1, tunnel_records=ingress)
+    agent.flush()
+    (d,) = collector.datagrams()
+    records = d['samples'][0]['records']
+    assert set(records) == {1024, 1030, 1001, 1}
+    assert records[1030] == (42).to_bytes(4, 'big') and len(records[1024]) == 32
+    agent.close()

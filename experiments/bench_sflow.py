@@ -61,7 +61,8 @@ from bench_switches import LOOKUPS_RE, BenchError, udp_kpps, wait_forwarding
 
 MODES = (('off', None), ('s400', 400), ('s1', 1))
 FIELDS = ('repeat', 'mode', 'udp_rx_kpps', 'udp_tx_kpps', 'sample_pool', 'expected_draws',
-          'flow_samples', 'samples_lost', 'collector_samples', 'collector_datagrams',
+          'flow_samples', 'samples_lost', 'unaccounted', 'collector_samples',
+          'collector_datagrams',
           'cpu_us_per_pkt', 'hit_path_us', 'note')
 HIT_PATH_PACKETS = 200_000
 WARMUP_SECONDS = 3
@@ -179,6 +180,8 @@ def measure(net, sampling, collector, args, row):
         pool, samples, lost = sflow_counts(s1)
         row.update(sample_pool=pool, flow_samples=samples, samples_lost=lost,
                    expected_draws=None if pool is None else pool / sampling)
+        if sampling == 1 and pool is not None:
+            row['unaccounted'] = pool - samples - lost      # still queued; 0 when idle
         after = collector.counts()
         row['collector_datagrams'] = after[0] - before[0]
         row['collector_samples'] = after[1] - before[1]
@@ -240,12 +243,13 @@ def report(rows, medians, ratios, hit_rows, repeats):
     print('\nmedians over %d run(s), UDP 64 B h1 -> h2 through one pyovs switch' % repeats)
     mnbench.print_table(
         ['mode', 'UDP rx kpps', 'UDP tx kpps', 'switch CPU us/pkt', 'sample pool',
-         'pool/sampling', 'flow samples', 'lost', 'at collector'],
+         'pool/sampling', 'flow samples', 'lost', 'unaccounted', 'at collector'],
         [[m['mode'], mnbench.fmt(m['udp_rx_kpps'], 1), mnbench.fmt(m['udp_tx_kpps'], 1),
           mnbench.fmt(m['cpu_us_per_pkt'], 2),
           mnbench.fmt(m['sample_pool']), mnbench.fmt(m['expected_draws'], 0),
           mnbench.fmt(m['flow_samples']), mnbench.fmt(m['samples_lost']),
-          mnbench.fmt(m['collector_samples'])] for m in medians])
+          mnbench.fmt(m['unaccounted']), mnbench.fmt(m['collector_samples'])]
+         for m in medians])
     print()
     mnbench.print_table(['ratio', 'UDP rx', 'pkts per switch CPU s'],
                         [[r['mode'], mnbench.fmt(r['udp_rx_kpps'], 3),

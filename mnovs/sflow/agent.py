@@ -226,6 +226,8 @@ class SflowAgent:
             pool: dp.sample_pool when the packet was drawn (odp_util.decode_sflow_upcall).
             tunnel_records: encoded tunnel records (see the module docstring).
         """
+        if pool <= self.pool_base:
+            return                  # drawn for the agent this one replaced
         frame = memoryview(packet)[VNET_HDR_LEN:]
         self.sequence += 1
         records = [*tunnel_records, wire.record_switch(frame_vlan_tci(frame), vlan_tci),

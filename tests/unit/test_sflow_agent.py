@@ -376,3 +376,15 @@ def test_tunnel_records_hook_for_vxlan(collector):
     assert set(records) == {1024, 1030, 1001, 1}
     assert records[1030] == (42).to_bytes(4, 'big') and len(records[1024]) == 32
     agent.close()
+
+
+def test_a_sample_drawn_for_the_previous_agent_is_dropped(collector):
+    dp = fake_dp([(1, 'lo')])
+    dp.sample_pool = 10                 # packets sampled before this agent began
+    agent = SflowAgent('s1', options([collector.target]), dp, lambda: 1)
+    agent.received(frame(), 1, 0, 1, 9)         # queued under the old options
+    agent.received(frame(), 1, 0, 1, 11)
+    agent.flush()
+    (d,) = collector.datagrams()
+    assert [(s['sequence'], s['pool']) for s in d['samples']] == [(1, 1)]
+    agent.close()

@@ -125,3 +125,16 @@ def test_bridge_and_controller_columns():
     assert bridge_db.controller_columns(
         {'is_connected': False, 'role': None, 'error': 'ptcp:6653: Address in use'}) == \
         {'is_connected': False, 'role': [], 'status': {'last_error': 'ptcp:6653: Address in use'}}
+
+
+def test_sflow_row_goes_as_it_is_with_its_sub_id():
+    row = Row(agent=['s1-eth1'], targets=['10.0.0.9:6343', '127.0.0.1:6343'], sampling=[64],
+              polling=[], header=[128])
+    rows = {'br1': bridge('br1'), 'br0': bridge('br0'), 'br2': bridge('br2')}
+    rows['br2'].sflow = [row]
+    rows['br0'].sflow = [row]
+    assert bridge_db.sflow_sub_ids(rows) == {'br0': 0, 'br2': 1}
+    assert desired_state(rows['br2'], 1)['sflow'] == {
+        'agent': 's1-eth1', 'targets': ['10.0.0.9:6343', '127.0.0.1:6343'], 'sampling': 64,
+        'polling': None, 'header': 128, 'sub_id': 1}
+    assert desired_state(rows['br1'])['sflow'] is None

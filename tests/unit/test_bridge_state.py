@@ -207,3 +207,15 @@ def test_a_bad_document_changes_nothing():
     with pytest.raises(ValueError):
         state.apply(doc(fail_mode='sometimes', ports=[{'name': 'ut1-eth1'}]))
     assert switch.calls == []
+
+
+def test_the_sflow_entry_is_parsed_and_applied():
+    desired = parse_desired(doc(sflow={'targets': ['127.0.0.1'], 'sampling': 64}))
+    assert (desired.sflow.targets, desired.sflow.sampling, desired.sflow.polling) == \
+        (('127.0.0.1',), 64, 30)
+    assert parse_desired(doc()).sflow is None
+    with pytest.raises(ValueError, match='sflow: targets'):
+        parse_desired(doc(sflow={'targets': 'x'}))
+    switch = FakeSwitch(present=())
+    BridgeState(switch).apply(doc(sflow={'targets': ['127.0.0.1:1']}))
+    assert switch.sflow_options.targets == ('127.0.0.1:1',)

@@ -15,6 +15,8 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
                                         caches again, re-parsed (always the last action)
     ('set_tunnel', TunnelSpec)          dp.set_tunnel(spec): the outer header of the
                                         next outputs to tunnel ports (dp/tunnel.py)
+    ('sample', probability, actions)    run the nested actions on a
+                                        probability/UINT32_MAX share of packets
 
 validate_actions() checks their shape; the slow path's translations are
 checked against it in tests, and execute() trusts its input (an invalid
@@ -73,6 +75,16 @@ returns, so execute() never writes to it and keeps no reference to it:
   buckets) with its frame length; a GSO frame counts as the wire packets it
   will become. A band that drops ends the action list, counted 'meter' in
   dp.drops (OVS's datapath_drop_meter). An unknown meter passes, as in OVS.
+- Sample. ('sample', probability, nested) counts the packet in
+  dp.sample_pool, draws a 32-bit random number and runs the nested actions
+  only if it is <= probability (OVS's OVS_ACTION_ATTR_SAMPLE; UINT32_MAX
+  always runs them). The nested actions see the packet as it is and their
+  changes do not reach the actions after the sample (copy-on-write sees the
+  outer packet as the one to copy). The sFlow shape, a lone userspace
+  action, queues the upcall directly, its userdata followed by the sample
+  pool (sample.POOL), and counts in dp.sample_lost a sample the full upcall
+  queue refused (sFlow's `drops`). See sample.py for the
+  same without the interpreter.
 - Malformed frames never raise. Every setter locates its header with
   offload.frame_layout and checks bounds before writing; on a truncated
   frame, or one without the field (tp_src on ARP), the action does nothing.
@@ -97,6 +109,7 @@ labelled TCP at a few Gbit/s instead of the kernel's speed.
 import struct
 from time import monotonic
 
+from mnovs.dp.sample import POOL, UINT32_MAX, getrandbits
 from mnovs.dp.offload import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
@@ -229,6 +242,18 @@ def exec_hash(dp, pkt, action):
 
 def exec_recirc(dp, pkt, action):
     dp.recirculate(pkt, action[1])
+
+
+def exec_sample(dp, pkt, action):
+    dp.sample_pool += 1
+    if action[1] != UINT32_MAX and getrandbits(32) > action[1]:
+        return
+    nested = action[2]
+    if len(nested) == 1 and nested[0][0] == 'userspace':
+        if not dp.userspace(pkt, nested[0][1] + POOL.pack(dp.sample_pool)):
+            dp.sample_lost += 1
+    else:
+        execute(dp, pkt, nested)
 
 
 def exec_set_masked(dp, pkt, action):
@@ -452,6 +477,7 @@ _ACTIONS = {
     'hash': (exec_hash, False, 2),
     'recirc': (exec_recirc, False, 2),
     'set_tunnel': (exec_set_tunnel, False, 2),
+    'sample': (exec_sample, False, 3),
 }
 
 # field: (width in bytes, setter, setter's constant)
@@ -516,6 +542,9 @@ def validate_actions(actions):
             _check_tunnel_spec(action[1])
         elif name == 'userspace' and not isinstance(action[1], bytes):
             raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
+        elif name == 'sample':
+            _check_uint(action[1], 32, 'sample probability')
+            validate_actions(action[2])
 
 
 def _check_tunnel_spec(spec):

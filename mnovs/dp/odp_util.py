@@ -29,10 +29,18 @@ Printing rules, as OVS's non-verbose format:
   so that no masked bit is hidden (bar the untagged vlan match above).
   xlate should never produce one.
 
+Actions print as OVS prints them: '2,3', 'pop_vlan,1', set(ipv4(dst=...)),
+and sample(sample=0.2%,actions(userspace(pid=0,sFlow(vid=0,pcp=0,output=2))))
+for the sFlow sample; the sFlow cookie is defined here, as OVS's
+user_action_cookie is in odp-util.h.
+
 Formatting only; a parser for the same syntax is future work.
 """
 
 import socket
+import struct
+
+from mnovs.dp.sample import POOL
 
 from mnovs.dp.flow import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
@@ -291,6 +299,51 @@ def format_tunnel_spec(spec):
     return f'set(tunnel({",".join(parts)}))'
 
 
+# The userdata of an sFlow sample's userspace action (OVS's user_action_cookie
+# of type USER_ACTION_COOKIE_SFLOW): a tag, the output VLAN TCI, and the
+# flow sample's `output` field (an ifindex, or sFlow's dropped/multiple forms).
+SFLOW_COOKIE = struct.Struct('!cxHI')
+_SFLOW_TAG = b'S'
+
+
+def encode_sflow_cookie(vlan_tci, output):
+    return SFLOW_COOKIE.pack(_SFLOW_TAG, vlan_tci, output)
+
+
+def decode_sflow_cookie(userdata):
+    """(vlan_tci, output), or None if userdata is not an sFlow cookie."""
+    if len(userdata) != SFLOW_COOKIE.size or userdata[:1] != _SFLOW_TAG:
+        return None
+    return SFLOW_COOKIE.unpack(userdata)[1:]
+
+
+def decode_sflow_upcall(userdata):
+    """(vlan_tci, output, sample pool) of an sFlow sample's upcall, or None.
+
+    The sample action appends the pool at the draw to the cookie (sample.POOL).
+    """
+    if len(userdata) != SFLOW_COOKIE.size + POOL.size:
+        return None
+    cookie = decode_sflow_cookie(userdata[:SFLOW_COOKIE.size])
+    if cookie is None:
+        return None
+    return (*cookie, POOL.unpack_from(userdata, SFLOW_COOKIE.size)[0])
+
+
+def _format_userspace(userdata):
+    sflow = decode_sflow_cookie(userdata)
+    if sflow is not None:
+        tci, output = sflow
+        return f'userspace(pid=0,sFlow(vid={tci & 0xfff},pcp={tci >> 13},output={output}))'
+    return f'userspace(userdata({userdata.hex()}))' if userdata else 'userspace()'
+
+
+def _format_sample(probability, nested, key):
+    """OVS's sample(sample=P%,actions(...)), P with one decimal (1.6% for 1 in 64)."""
+    percent = 100.0 * probability / 0xffffffff
+    return f'sample(sample={percent:.1f}%,actions({format_actions(nested, key)}))'
+
+
 def _format_generic(action):
     args = ','.join(arg.hex() if isinstance(arg, (bytes, bytearray)) else str(arg)
                     for arg in action[1:])
@@ -333,7 +386,9 @@ def format_actions(actions, key=None):
         elif name == 'set_tunnel' and len(action) == 2:
             texts.append(format_tunnel_spec(action[1]))
         elif name == 'userspace' and len(action) == 2:
-            texts.append(f'userspace(userdata({action[1].hex()}))' if action[1] else 'userspace()')
+            texts.append(_format_userspace(action[1]))
+        elif name == 'sample' and len(action) == 3:
+            texts.append(_format_sample(action[1], action[2], key))
         elif (name == 'set_masked' and len(action) == 4 and action[1] in FIELD_SLICES
               and len(action[2]) == len(action[3]) == FIELD_SLICES[action[1]][1]):
             texts.append(_format_set_masked(*action[1:], context))

@@ -43,6 +43,13 @@ regimes flushes the datapath.
 Liveness: run_periodic probes every open connection (_probe, OVS's
 inactivity probe; see connection.py) and lets active targets reconnect.
 
+sFlow (set_sflow): the bridge's SflowAgent (mnovs.sflow.agent) is the
+translation context's `sflow` while it samples, so that every megaflow
+starts with the sample action (xlate.compose_sflow_action; in fail-open
+mode the NORMAL translation gets it the same way); a userspace upcall with
+an sFlow cookie goes to the agent, and the agent ticks with run_periodic.
+A change of sFlow revalidates every megaflow.
+
 Message handling is in handlers.py; multipart replies in stats.py.
 """
 
@@ -51,7 +58,8 @@ import os
 import time
 
 from mnovs.dp.datapath import Datapath
-from mnovs.dp.flow import flow_extract, md_of
+from mnovs.dp.flow import FIELD_SLICES, flow_extract, md_of
+from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
@@ -68,7 +76,9 @@ from mnovs.ofagent.ofp import (
     OFPPS_LIVE, OFPTT_ALL, OFPError)
 from mnovs.ofagent.revalidator import affected_by, revalidate
 from mnovs.ofagent.table import Pipeline
-from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
+from mnovs.ofagent.xlate import (XlateContext, compose_sflow_action, credit_stats,
+                                 decode_userdata, xlate)
+from mnovs.sflow.agent import SflowAgent
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,7 @@ N_BUFFERS = 256
 ADD_BATCH_DELAY = 0.01        # seconds rule additions may wait to be revalidated together
 PACKET_IN_QUEUE_SIZE = 100    # packet-ins a connection may have waiting (OVS's controller_queue_size)
 BUFFER_LIFETIME = 5.0         # seconds a buffered packet waits for its packet-out
+VLAN_TCI_AT = FIELD_SLICES['vlan_tci'][0]
 PORT_SPEED_KBPS = 10_000_000  # veths have no speed; report 10 Gbit/s like OVS does
 
 # Async config per role: (master/equal mask, slave mask), OF1.3 7.3.10 defaults.
@@ -244,6 +255,7 @@ class OFProto:
         self.pushed_activity = None         # dp.activity() at the last push_stats
         self.n_packet_in = 0                # packet-ins handed to connections
         self.n_packet_in_overflow = 0       # dropped: the connection was behind
+        self.sflow = None                   # SflowAgent while the bridge has sFlow
 
     # --- controllers ---------------------------------------------------------
 
@@ -407,6 +419,39 @@ class OFProto:
             for channel in receivers:
                 channel.send(data)
 
+    # --- sFlow ----------------------------------------------------------------
+
+    def set_sflow(self, options):
+        """Configure sFlow from config.SflowOptions, or turn it off (None).
+
+        Same options: only collectors that failed are tried again (the
+        agent's tick does that). Other options make a new agent, as OVS's
+        dpif_sflow_set_options, and every megaflow is revalidated if the
+        sample action changes.
+        """
+        if self.sflow is not None and options == self.sflow.options:
+            return
+        if self.sflow is not None:
+            self.sflow.close()
+            self.sflow = None
+        if options is not None:
+            self.sflow = SflowAgent(self.name, options, self.dp, lambda: self.dpid)
+        self._sflow_sampling()
+
+    def _sflow_sampling(self):
+        """Sample while the agent can export (a collector may open later, or fail)."""
+        sampling = self.sflow if self.sflow is not None and self.sflow.enabled else None
+        if sampling is not self.ctx.sflow:
+            self.ctx.sflow = sampling
+            self.need_revalidate = True
+
+    def _sflow_actions(self, key, actions):
+        """A NORMAL translation with the sample action in front, if the bridge samples."""
+        if self.ctx.sflow is None:
+            return actions
+        tci = int.from_bytes(key[VLAN_TCI_AT:VLAN_TCI_AT + 2], 'big')
+        return compose_sflow_action(self.ctx.sflow, actions, tci)
+
     # --- the datapath's callbacks ------------------------------------------
 
     def _normal(self, key):
@@ -416,7 +461,8 @@ class OFProto:
     def upcall(self, packet, key):
         """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
         if self.fail_open():
-            return self.normal.upcall(packet, key)
+            actions, mask, ukey = self.normal.upcall(packet, key)
+            return self._sflow_actions(key, actions), mask, ukey
         self.normal_used = False
         result = xlate(self.ctx, key)
         if self.normal_used:
@@ -430,7 +476,12 @@ class OFProto:
         return result.actions, result.mask, Ukey(result, self.normal_used)
 
     def userspace(self, packet, userdata, in_port):
-        """A ('userspace', userdata) action ran: send the packet to the controllers."""
+        """A ('userspace', userdata) action ran: an sFlow sample, or a packet-in."""
+        sflow = decode_sflow_upcall(userdata)
+        if sflow is not None:
+            if self.sflow is not None:
+                self.sflow.received(packet, in_port, *sflow)
+            return
         decoded = decode_userdata(userdata)
         if decoded is None:
             return
@@ -547,7 +598,8 @@ class OFProto:
         other rules or group buckets (or it has no ukey: NORMAL made it).
         """
         if self.fail_open():
-            return self.normal.stale_by_normal(flow)
+            actions, mask = self.normal.xlate(flow.key)
+            return self._sflow_actions(flow.key, actions) != flow.actions or mask != flow.mask
         ukey = flow.ukey
         if ukey is None:
             return True
@@ -617,6 +669,9 @@ class OFProto:
                 target.run(now)
         for channel in self.open_channels():
             self._probe(channel, now)
+        if self.sflow is not None:
+            self.sflow.run(now)
+            self._sflow_sampling()
 
     def open_channels(self):
         """Every open connection, in session or not (connecting, before HELLO)."""
@@ -671,6 +726,8 @@ class OFProto:
 
     def _port_status(self, reason, port):
         self.need_revalidate = True
+        if self.sflow is not None:
+            self.sflow.ports_changed()
         self.send_async('port_status', reason, codec.PortStatus(reason, port.desc()))
 
     # --- packets from the controller ------------------------------------------
@@ -720,6 +777,8 @@ class OFProto:
     def close(self):
         for target in self.targets:
             target.close()
+        if self.sflow is not None:
+            self.sflow.close()
 
 
 def _pinsched_lines(channel):

@@ -196,7 +196,7 @@ class _Story:
 
     def tell(self):
         result, events = xlate_trace(self.ofproto.ctx, self.key)
-        odp = events[-1].data[0]
+        odp = next(event for event in reversed(events) if event.kind == 'end').data[0]
         steps = [event for event in events if event.kind != 'read']
         following = dict(zip(map(id, steps), steps[1:]))
         current = None
@@ -397,6 +397,9 @@ class _Story:
         if why == 'lookup':
             for bits, text in self._lookup_reasons(step, new | again | shadowed):
                 self.reasons.append((new & bits, again & bits, shadowed & bits, text))
+        elif why == 'sflow':
+            self.reasons.append((new, again, shadowed,
+                                 "sFlow: the sample action's cookie holds the output VLAN"))
         elif why == 'restore':          # a commit: only bits put back were not written here
             self.reasons.append((new, again, 0, self._action_reason(step, why)))
         else:

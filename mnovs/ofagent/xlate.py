@@ -105,6 +105,16 @@ Known gaps: the key holds one VLAN tag, so after a pop_vlan of a
 double-tagged frame the working key says "untagged".  A group chain deeper
 than MAX_DEPTH is cut short and the result marked not cacheable.
 
+sFlow.  When the bridge samples (ctx.sflow, an sflow.agent.SflowAgent), every
+translation of a received packet starts with the sample action, as OVS's
+compose_sflow_action: ('sample', probability, (('userspace', cookie),)).
+The cookie is filled in after translation, when the outputs are known (OVS's
+fix_sflow_action): the output VLAN, and the sFlow output field: the one
+output port's ifindex, 0x80000000 | n for n outputs, 0x40000000 | 256 for
+none (dropped). The output VLAN is read, so its bits enter the mask unless
+the pipeline wrote them. Packet-outs are not sampled, nor the later passes
+of a recirculated packet (it was sampled when it came in).
+
 Tracing.  xlate(ctx, key, trace=[]) appends one line per step to `trace`.
 xlate_trace(ctx, key) runs the same code on a _TracedXlate, which also
 records TraceEvents: each table visited, action run, group choice and
@@ -122,6 +132,7 @@ import struct
 from collections import namedtuple
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
+from mnovs.dp.odp_util import encode_sflow_cookie
 from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, INHERIT, TunnelSpec, spec_flags
 from mnovs.ofagent.group import port_is_live
 from mnovs.ofagent.recirc import FrozenState, RecircTable
@@ -133,6 +144,7 @@ from mnovs.ofagent.ofp import (
     OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
     OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPS_BLOCKED, OFPR_ACTION, OFPR_INVALID_TTL,
     OFPR_NO_MATCH, OFPTT_ALL)
+from mnovs.sflow.wire import OUTPUT_DROPPED, OUTPUT_MULTIPLE
 
 MAX_DEPTH = 32                  # nested group buckets
 
@@ -206,17 +218,20 @@ class XlateContext:
         normal: callable(key) -> (odp actions, mask) for OFPP_NORMAL, or None
             (NORMAL then drops).
         miss_send_len: bytes of an OFPR_INVALID_TTL packet-in.
+        sflow: the bridge's sFlow agent while it samples (probability,
+            ifindex(port_no)), else None.
     """
 
-    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'recirc')
+    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'sflow', 'recirc')
 
     def __init__(self, pipeline, groups, ports, normal=None,
-                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN):
+                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN, sflow=None):
         self.pipeline = pipeline
         self.groups = groups
         self.ports = ports
         self.normal = normal
         self.miss_send_len = miss_send_len
+        self.sflow = sflow
         self.recirc = RecircTable()     # frozen translations by recirc_id
 
 
@@ -285,7 +300,7 @@ class _Xlate:
         self.wc |= bits & ~self.written
 
     # Reads named by their reason (see xlate_trace); untraced, they are read().
-    read_lookup = read_prereq = read_value = read_restore = read
+    read_lookup = read_prereq = read_value = read_restore = read_sflow = read
 
     def result(self):
         odp = self.odp
@@ -294,6 +309,12 @@ class _Xlate:
             odp.pop()                   # rewrites no output will see
         out = XlateResult()
         out.actions = tuple(odp)
+        if self.ctx.sflow is not None and not self.packet_out \
+                and not self.flow >> RECIRC_ID_SHIFT & 0xffffffff:
+            # Sampled on reception only, not again after a recirculation (as OVS).
+            self.read_sflow(VLAN_TCI_BITS)
+            out.actions = compose_sflow_action(self.ctx.sflow, out.actions,
+                                               self.flow >> TCI_SHIFT & 0xffff)
         out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
         out.rules, out.groups, out.meters = self.rules, self.groups, self.meters
         out.cacheable = self.cacheable
@@ -360,6 +381,7 @@ class _TracedXlate(_Xlate):
     read_prereq = _reader('prereq')
     read_value = _reader('value')
     read_restore = _reader('restore')
+    read_sflow = _reader('sflow')
     del _reader
 
     def result(self):
@@ -399,8 +421,9 @@ def xlate_trace(ctx, key):
           note        (text,): an outcome (skipped, ignored, dropped)
           read        (why, new, again, shadowed): key bits read, why being
                       'lookup' (by the table step before it), 'prereq' or
-                      'value' (by the action or group before it), or
-                      'restore' (a bucket's rewrite put back); `new` bits
+                      'value' (by the action or group before it),
+                      'restore' (a bucket's rewrite put back), or 'sflow'
+                      (the sample action's output VLAN, after 'end'); `new` bits
                       entered the mask, `again` were in it already,
                       `shadowed` had been written by the pipeline (not in it)
           end         (odp,): the datapath actions before trailing rewrites
@@ -437,6 +460,25 @@ def xlate_packet_out(ctx, key, actions, trace=None):
     x.packet_out = True
     _do_actions(x, actions, None)
     return x.result()
+
+
+def compose_sflow_action(sflow, actions, vlan_tci):
+    """Put the sFlow sample action before `actions` (compose_ and fix_sflow_action).
+
+    Args:
+        sflow: has probability and ifindex(port_no).
+        actions: the translation's odp actions.
+        vlan_tci: the packet's VLAN TCI on output (0: untagged).
+    """
+    outputs = [action[1] for action in actions if action[0] == 'output']
+    if not outputs:
+        output = OUTPUT_DROPPED
+    elif len(outputs) == 1:
+        output = sflow.ifindex(outputs[0]) or OUTPUT_MULTIPLE | 1
+    else:
+        output = OUTPUT_MULTIPLE | len(outputs)
+    cookie = encode_sflow_cookie(vlan_tci, output)
+    return (('sample', sflow.probability, (('userspace', cookie),)),) + actions
 
 
 def credit_stats(result, packets, nbytes, now):

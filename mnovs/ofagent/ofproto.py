@@ -46,7 +46,7 @@ inactivity probe; see connection.py) and lets active targets reconnect.
 sFlow (set_sflow): the bridge's SflowAgent (mnovs.sflow.agent) is the
 translation context's `sflow` while it samples, so that every megaflow
 starts with the sample action (xlate.compose_sflow_action; in fail-open
-mode the NORMAL translation gets it the same way); a userspace upcall with
+mode xlate_fail_open translates, and it gets it the same way); a userspace upcall with
 an sFlow cookie goes to the agent, and the agent ticks with run_periodic.
 A change of sFlow revalidates every megaflow.
 
@@ -58,7 +58,7 @@ import os
 import time
 
 from mnovs.dp.datapath import Datapath
-from mnovs.dp.flow import FIELD_SLICES, flow_extract, md_of
+from mnovs.dp.flow import flow_extract, md_of
 from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
@@ -76,8 +76,8 @@ from mnovs.ofagent.ofp import (
     OFPPS_LIVE, OFPTT_ALL, OFPError)
 from mnovs.ofagent.revalidator import affected_by, revalidate
 from mnovs.ofagent.table import Pipeline
-from mnovs.ofagent.xlate import (XlateContext, compose_sflow_action, credit_stats,
-                                 decode_userdata, xlate)
+from mnovs.ofagent.xlate import (XlateContext, credit_stats, decode_userdata, xlate,
+                                 xlate_fail_open)
 from mnovs.sflow.agent import SflowAgent
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ N_BUFFERS = 256
 ADD_BATCH_DELAY = 0.01        # seconds rule additions may wait to be revalidated together
 PACKET_IN_QUEUE_SIZE = 100    # packet-ins a connection may have waiting (OVS's controller_queue_size)
 BUFFER_LIFETIME = 5.0         # seconds a buffered packet waits for its packet-out
-VLAN_TCI_AT = FIELD_SLICES['vlan_tci'][0]
 PORT_SPEED_KBPS = 10_000_000  # veths have no speed; report 10 Gbit/s like OVS does
 
 # Async config per role: (master/equal mask, slave mask), OF1.3 7.3.10 defaults.
@@ -445,13 +444,6 @@ class OFProto:
             self.ctx.sflow = sampling
             self.need_revalidate = True
 
-    def _sflow_actions(self, key, actions):
-        """A NORMAL translation with the sample action in front, if the bridge samples."""
-        if self.ctx.sflow is None:
-            return actions
-        tci = int.from_bytes(key[VLAN_TCI_AT:VLAN_TCI_AT + 2], 'big')
-        return compose_sflow_action(self.ctx.sflow, actions, tci)
-
     # --- the datapath's callbacks ------------------------------------------
 
     def _normal(self, key):
@@ -461,8 +453,9 @@ class OFProto:
     def upcall(self, packet, key):
         """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
         if self.fail_open():
-            actions, mask, ukey = self.normal.upcall(packet, key)
-            return self._sflow_actions(key, actions), mask, ukey
+            self.normal.learn(key, time.monotonic())
+            result = xlate_fail_open(self.ctx, key)
+            return result.actions, result.mask, None
         self.normal_used = False
         result = xlate(self.ctx, key)
         if self.normal_used:
@@ -598,8 +591,8 @@ class OFProto:
         other rules or group buckets (or it has no ukey: NORMAL made it).
         """
         if self.fail_open():
-            actions, mask = self.normal.xlate(flow.key)
-            return self._sflow_actions(flow.key, actions) != flow.actions or mask != flow.mask
+            result = xlate_fail_open(self.ctx, flow.key)
+            return result.actions != flow.actions or result.mask != flow.mask
         ukey = flow.ukey
         if ukey is None:
             return True

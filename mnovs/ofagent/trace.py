@@ -52,7 +52,8 @@ from mnovs.ofagent.ofp import (
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     OFPR_ACTION, OFPR_INVALID_TTL, OFPR_NO_MATCH)
 from mnovs.ofagent.xlate import (
-    RECIRC_ID_BITS, RECIRC_ID_SHIFT, TUNNEL_RECEIVE_BITS, decode_userdata, xlate_trace)
+    RECIRC_ID_BITS, RECIRC_ID_SHIFT, TUNNEL_RECEIVE_BITS, decode_userdata, xlate_fail_open,
+    xlate_trace)
 
 
 # --- the trace -----------------------------------------------------------------
@@ -380,14 +381,15 @@ class _Story:
 
     def tell_fail_open(self):
         """No controller and fail mode standalone: NORMAL forwards, no table is consulted."""
-        actions, mask = self.ofproto.normal.xlate(self.key)
+        result = xlate_fail_open(self.ofproto.ctx, self.key)
+        actions, mask = result.actions, result.mask
         self.lines.append(' Fail mode standalone and no controller: NORMAL forwards; the '
                           'OpenFlow tables are not consulted.')
         self._say(0, 'NORMAL')
         for line in self._normal(self.flow, actions):
             self._outcome(0, line)
         self._odp(0, actions)
-        new = int.from_bytes(mask, 'big') & ~IN_PORT_BITS
+        new = int.from_bytes(mask, 'big') & ~(IN_PORT_BITS | RECIRC_ID_BITS | TUNNEL_RECEIVE_BITS)
         self.reasons.append((new, 0, 0, NORMAL_REASON))
         self._ending(actions, mask, actions, True)
 

@@ -450,6 +450,19 @@ def _translate(x):
         _run_pipeline(x, 0, {})
 
 
+def xlate_fail_open(ctx, key):
+    """Translate a flow key by NORMAL alone: fail mode standalone with no controller.
+
+    The OpenFlow tables are not consulted, but the rest is a translation like
+    any other: outputs to tunnel ports get their set_tunnel, port config is
+    obeyed, sFlow samples, and the mask has in_port, recirc_id and a tunnel
+    packet's metadata besides NORMAL's own fields.
+    """
+    x = _Xlate(ctx, key, None)
+    _normal(x)
+    return x.result()
+
+
 def xlate_packet_out(ctx, key, actions, trace=None):
     """Translate a PACKET_OUT's action list (output:TABLE allowed).
 

@@ -102,8 +102,11 @@ def run(argv, env=None, quiet=False):
     line = prefix + shlex.join(argv)
     if not quiet:
         info(f'    {line}\n')
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, **env) if env else None)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                              env=dict(os.environ, **env) if env else None, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise TunnelError(f'{line}: no answer in 60 s') from None
     if done.returncode:
         raise TunnelError(f'{line}: {(done.stderr or done.stdout).strip()}')
     return done.stdout
@@ -141,8 +144,12 @@ def flavour(switch):
 
 
 def vsctl_env(switch):
-    """The OVS_RUNDIR a user sets to reach this switch's database ({} for OVS's own)."""
-    if type(switch).__module__.startswith('mnovs.'):
+    """The OVS_RUNDIR a user sets to reach this switch's database ({} for OVS's own).
+
+    pyovs keeps its own database (mnovs.paths.RUN_DIR). Its class is matched by
+    name: under `mn --custom` it is defined by an exec'd file, not a module.
+    """
+    if type(switch).__name__ == 'PyOVSSwitch':
         from mnovs import paths
         return {'OVS_RUNDIR': paths.RUN_DIR}
     return {}
@@ -258,9 +265,16 @@ class Vtep(UnderlayNode):
         env = vsctl_env(switch)
         self._do(['ovs-vsctl', *self.tunnel_options(switch)],
                  ['ovs-vsctl', '--if-exists', 'del-port', switch.name, self.port], env)
-        errors = run(['ovs-vsctl', 'get', 'interface', self.port, 'error'], env, quiet=True)
-        if errors.strip() not in ('', '[]'):
-            raise TunnelError(f'{switch.name}: tunnel port {self.port}: {errors.strip()}')
+        self.check_port(switch, env)
+
+    def check_port(self, switch, env):
+        "Raise TunnelError unless the switch opened the tunnel port (an ofport, no error)."
+        state = run(['ovs-vsctl', 'get', 'interface', self.port, 'ofport', 'error'], env,
+                    quiet=True).split()
+        ofport, errors = state[0], ' '.join(state[1:])
+        if errors not in ('', '[]') or not ofport.isdigit() or int(ofport) <= 0:
+            raise TunnelError(f'{switch.name} did not open tunnel port {self.port} '
+                              f'(ofport {ofport}, error {errors}): does it support type=vxlan?')
 
     def connect_linux(self, switch):
         "Linux bridge: a vxlan device (DF set, no learning) enslaved to the bridge."
@@ -296,6 +310,7 @@ class Vtep(UnderlayNode):
         self.undo.append((['ovs-appctl', 'ovs/route/del', route[0], route[-1]], None))
         self._do(['ovs-vsctl', *self.tunnel_options(switch)],
                  ['ovs-vsctl', '--if-exists', 'del-port', switch.name, self.port])
+        self.check_port(switch, {})
 
     def disconnect(self):
         "Undo connect(), last step first; report (not raise) what fails."
@@ -342,9 +357,26 @@ def vteps(net):
 
 
 def connect_sites(net):
-    """Connect each site's overlay switch to its peer (the mn test `vxlan`)."""
+    """Connect each site's overlay switch to its peer.
+
+    Raises:
+        TunnelError: a command failed, or a switch refused its tunnel port.
+    """
     for vtep in vteps(net):
         vtep.connect(net.get(vtep.site))
+
+
+def vxlan_test(net):
+    """The mn test `vxlan`: connect_sites, reporting a failure instead of raising.
+
+    mn answers any exception with its full `mn -c` cleanup of the host, so a
+    refused tunnel port is printed here and mn goes on (pingall then shows
+    the loss) and stops its network as usual.
+    """
+    try:
+        connect_sites(net)
+    except TunnelError as err:
+        error(f'*** vxlan: the sites are not connected: {err}\n')
 
 
 def run_cli(net):
@@ -417,4 +449,4 @@ def cleanup():
 addCleanupCallback(cleanup)
 
 topos = {'two_sites': TwoSitesTopo}
-tests = {'vxlan': connect_sites, 'cli': run_cli}
+tests = {'vxlan': vxlan_test, 'cli': run_cli}

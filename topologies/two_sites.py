@@ -211,6 +211,11 @@ class Vtep(UnderlayNode):
         self.undo = []          # argv lists that reverse what connect() did
 
     @property
+    def listen_port(self):
+        "The UDP port this VTEP receives tunnel packets on."
+        return self.linux_ports[0] if self.flavour == 'linux' else self.dst_port
+
+    @property
     def uplink(self):
         return self.intfList()[0].name
 

@@ -390,15 +390,19 @@ def run_cli(net):
     CLI(net)
 
 
-def build_two_sites(switch, n=2, vni=42, dst_port=4789, **mininet_args):
+def build_two_sites(switch, n=2, vni=42, dst_port=4789, fail_mode='standalone',
+                    **mininet_args):
     """Build, start and connect the two sites on `switch` (a Mininet switch class).
+
+    n, vni, dst_port and fail_mode are TwoSitesTopo's; mininet_args go to Mininet.
 
     Returns:
         The started Mininet; stop it with teardown(net). If the start or the
         connection fails, everything made so far is stopped before the error
         propagates.
     """
-    net = Mininet(topo=TwoSitesTopo(n=n, vni=vni, dst_port=dst_port), switch=switch,
+    topo = TwoSitesTopo(n=n, vni=vni, dst_port=dst_port, fail_mode=fail_mode)
+    net = Mininet(topo=topo, switch=switch,
                   controller=None, build=False, **mininet_args)
     try:
         net.build()

@@ -100,6 +100,18 @@ def hit_rate(before, after):
     return mnbench.ratio(hits, hits + missed), hits, missed
 
 
+def drop_counts(sites, spec):
+    """pyovs: each site switch's `drops:` line of dpctl/show, to say where frames died."""
+    if spec.kind != 'pyovs':
+        return ''
+    lines = []
+    for switch in sites:
+        for line in switch.dpctl('dpctl/show').splitlines():
+            if line.strip().startswith('drops:'):
+                lines.append('%s %s' % (switch.name, line.strip()))
+    return ' (%s)' % '; '.join(lines) if lines else ''
+
+
 def measure(net, spec, args, row):
     """Fill row with every measurement of one switch kind; note what failed."""
     h1, h2 = net.get('h1', 'h2')
@@ -109,7 +121,7 @@ def measure(net, spec, args, row):
         print('  ethtool -K <intf> tx off on h1, h2 (OVS userspace datapath)')
         mnbench.hosts_tx_off((h1, h2))
     if not wait_forwarding(h1, h2):
-        row['note'] = 'no connectivity h1->h2 across the tunnel'
+        row['note'] = 'no connectivity h1->h2 across the tunnel' + drop_counts(sites, spec)
         return
     try:
         row['ping_avg_ms'] = ping_avg_ms(h1, h2, args.pings)

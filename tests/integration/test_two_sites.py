@@ -120,7 +120,16 @@ def test_overlay_ping(sites, size):
     kind, net = sites
     h1, h3 = net.get('h1', 'h3')
     ok, out = ping_ok(h1, h3, size)
-    assert ok, f'{kind}: ping -s {size or 56} h1 -> h3 across the tunnel:\n{out}'
+    assert ok, f'{kind}: ping -s {size or 56} h1 -> h3 across the tunnel:\n{out}{drops(kind, net)}'
+
+
+def drops(kind, net):
+    """pyovs: the `drops:` lines of both switches' dpctl/show, to say where frames died."""
+    if kind != 'pyovs':
+        return ''
+    return ''.join(f'\n{switch.name} {line.strip()}' for switch in net.get('s1', 's2')
+                   for line in switch.dpctl('dpctl/show').splitlines()
+                   if line.strip().startswith('drops:'))
 
 
 def test_tcp_transfer_arrives_intact(sites, tmp_path):
@@ -142,7 +151,7 @@ def test_tcp_transfer_arrives_intact(sites, tmp_path):
             mnbench.stop_process(sender)
     finally:
         mnbench.stop_process(receiver)
-    assert sender.returncode == 0, f'{kind}: sender failed: {sent_err}'
+    assert sender.returncode == 0, f'{kind}: sender failed: {sent_err}{drops(kind, net)}'
     assert received.split() == [str(TRANSFER_BYTES), hashlib.sha256(data).hexdigest()], \
         f'{kind}: h3 received {received!r}'
 
@@ -186,7 +195,7 @@ def test_underlay_carries_vxlan(sites):
     ports = {vtep.local_ip: str(vtep.listen_port) for vtep in two_sites.vteps(net)}
     rows, log = capture_underlay(
         r0, 'r0-eth1', lambda: h1.cmd('ping', '-c', '3', '-i', '0.2', '-s', '1400', h3.IP()))
-    assert rows, f'{kind}: tshark saw no UDP on r0-eth1: {log}'
+    assert rows, f'{kind}: tshark saw no UDP on r0-eth1: {log}{drops(kind, net)}'
     for row in rows:
         assert {row['ip.src'], row['ip.dst']} == set(ports), f'{kind}: {row}'
         assert row['udp.dstport'] == ports[row['ip.dst']], f'{kind}: {row}'

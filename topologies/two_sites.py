@@ -85,7 +85,7 @@ PKT_MARK = 4789         # OVS userspace: the mark that selects our ovs/route ent
 UNDERLAY_MTU = 1600
 OVERLAY_NET = '10.0.0.%d/24'
 SITE_NET = '172.31.%d.%d'
-GONE = ('Cannot find device', 'No such', 'does not exist', 'not found')   # undo of a gone thing
+GONE = ('cannot find device', 'no such', 'does not exist', 'not found')   # undo of a gone thing
 
 
 class TunnelError(Exception):
@@ -126,12 +126,19 @@ def _add_rule(spec):
     without a local rule, and `ip rule` afterwards differs only by our rule.
     """
     run(['ip', 'rule', 'add', 'pref', '1', 'lookup', 'local'])
+    local_at_0 = True
     try:
         run(['ip', 'rule', 'add', 'pref', '0', *spec])
         run(['ip', 'rule', 'del', 'pref', '0', 'lookup', 'local'])
+        local_at_0 = False
         run(['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+        local_at_0 = True
     finally:
-        run(['ip', 'rule', 'del', 'pref', '1', 'lookup', 'local'])
+        if local_at_0:
+            run(['ip', 'rule', 'del', 'pref', '1', 'lookup', 'local'])
+        else:       # keep the spare: without it, the host would have no local table
+            error('*** the local rule is at pref 1 now; restore it with '
+                  '`ip rule add pref 0 lookup local; ip rule del pref 1 lookup local`\n')
 
 
 def flavour(switch):
@@ -325,7 +332,7 @@ class Vtep(UnderlayNode):
                 run(argv, env, quiet=True)
             except TunnelError as err:
                 # Routes and addresses of the uplink go with the veth when links stop first.
-                if not any(text in str(err) for text in GONE):
+                if not any(text in str(err).lower() for text in GONE):
                     error(f'*** {self.name}: undo failed: {err}\n')
 
     def stop(self, deleteIntfs=False):

@@ -43,8 +43,9 @@ flavours solve it, picked by the overlay switch's class:
   route `B via <r0> dev vtepN-eth1 src A`. `iif lo` matches only packets the
   host sends; a packet arriving from r0 on vtep2-eth1 still meets the local
   table and is delivered. The reverse-path check of that packet's source (a
-  local address) meets the mirror rule and finds a unicast route, so neither
-  accept_local nor rp_filter has to change. Nothing else is touched: the rule
+  local address) meets the mirror rule and finds a unicast route through
+  vtep2-eth1, so neither accept_local nor rp_filter has to change (tried
+  with rp_filter 0, 1 and 2 on the uplinks). Nothing else is touched: the rule
   and route are removed on stop. (Linux caveat: two vxlan devices in one
   namespace cannot share a VNI and UDP port, so for the Linux bridge site 2
   listens on dst_port + 1, both devices run with `nolearning`, and each

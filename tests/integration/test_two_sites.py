@@ -2,9 +2,11 @@
 
 The same checks run on every kind of site switch, each on one network built
 for the module:
-- pyovs: PyOVSSwitch on both sites, pyovs <-> pyovs. Until pyovs has
-  type=vxlan this kind fails at set-up, with the switch's own answer
-  ("s1 did not open tunnel port vx1 ...").
+- pyovs: PyOVSSwitch on both sites (standalone: NORMAL), pyovs <-> pyovs.
+  Where pyovs has no type=vxlan, this kind fails at set-up with the
+  switch's answer ("s1 did not open tunnel port vx1 ..."); where its
+  tunnels do not carry frames, each check fails with both switches'
+  `drops:` counters in its message.
 - ovs-user: OVS 3.1's userspace datapath, the reference (the system's daemons,
   started with ovs-ctl if they are down and stopped again; hosts get
   `ethtool -K tx off`, as OVS userspace needs for TCP).

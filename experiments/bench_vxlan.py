@@ -152,16 +152,16 @@ def run_one(spec, args, repeat):
     row.update(repeat=repeat, switch=spec.label, note='')
     print('%s (run %d): measuring' % (spec.label, repeat))
     try:
-        net = two_sites.build_two_sites(spec.factory, n=1)
-    except two_sites.TunnelError as err:
-        row['note'] = 'unavailable: %s' % err
-        print('  %s skipped: %s' % (spec.label, err))
-        return row
-    try:
-        measure(net, spec, args, row)
+        with mnbench.running_net(two_sites.TwoSitesTopo(n=1), spec.factory) as (net, _):
+            try:
+                two_sites.connect_sites(net)
+            except two_sites.TunnelError as err:
+                row['note'] = 'unavailable: %s' % err
+                print('  %s skipped: %s' % (spec.label, err))
+                return row
+            measure(net, spec, args, row)
     finally:
-        with mnbench.deferred_signals():
-            two_sites.teardown(net)
+        two_sites.cleanup()      # what a failed stop may have left of the sites' routing
     return row
 
 

@@ -71,6 +71,7 @@ pyovs and OVS set by default and the Linux devices get with `df set`.
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import time
 
@@ -454,6 +455,8 @@ def cleanup():
                        capture_output=True, check=False)
     subprocess.run(['ip', 'route', 'flush', 'table', str(ROUTE_TABLE)],
                    capture_output=True, check=False)
+    if not shutil.which('ovs-appctl'):
+        return
     routes = subprocess.run(['ovs-appctl', '-t', 'ovs-vswitchd', 'ovs/route/show'],
                             capture_output=True, text=True, check=False).stdout
     for line in routes.splitlines():

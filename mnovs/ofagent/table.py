@@ -62,13 +62,15 @@ DEFAULT_MAX_RULES = 1_000_000
 _INSTRUCTION_ORDER = {'meter': 0, 'apply_actions': 1, 'clear_actions': 2,
                       'write_actions': 3, 'write_metadata': 4, 'goto_table': 5}
 _ACTION_LISTS = ('apply_actions', 'write_actions')
-# Actions xlate can perform; copy_ttl_in/out and PBB are not supported.
+# Actions xlate can perform: every OF1.3 action.
 SUPPORTED_ACTIONS = frozenset((
-    'output', 'set_mpls_ttl', 'dec_mpls_ttl', 'push_vlan', 'pop_vlan', 'push_mpls',
-    'pop_mpls', 'set_queue', 'group', 'set_nw_ttl', 'dec_nw_ttl', 'set_field'))
+    'output', 'copy_ttl_out', 'copy_ttl_in', 'set_mpls_ttl', 'dec_mpls_ttl', 'push_vlan',
+    'pop_vlan', 'push_mpls', 'pop_mpls', 'set_queue', 'group', 'set_nw_ttl', 'dec_nw_ttl',
+    'set_field', 'push_pbb', 'pop_pbb'))
 
 # Lookup stages: cumulative masks over the extended key (see module doc).
-_L2 = ('in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci', 'mpls_lse')
+_L2 = ('in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci', 'mpls_lse',
+       'pbb_itag')
 _L3 = ('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos',
        'nw_ttl', 'nw_frag', 'arp_sha', 'arp_tha')
 _METADATA = ('recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl',
@@ -490,6 +492,7 @@ def check_actions(actions, groups, packet_out=False):
             raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP)
         if name == 'set_field':
             if action[1] not in SET_FIELDS:
+                # eth_type, ip_proto, ipv6_exthdr: match._SETTABLE says why.
                 raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE)
             if action[1] == 'arp_op' and action[2] > 0xff:
                 raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT)

@@ -88,14 +88,26 @@ Semantics (OF1.3, chapter 5):
   label 0, TC 0, BoS 1 and TTL from IP (64 if not IP), as OF1.3 5.12.1
   asks.  After push_mpls the key's L3/L4 fields are 0, as a re-parse of the
   packet would give.
-- set_queue does nothing (mnovs has no queues).  copy_ttl_in/out and PBB
-  are refused at flow_mod time (table.check_actions).
+- push_pbb (802.1ah) puts a backbone header in front of the frame:
+  ('push_pbb', itag), the datapath copying B-DA/B-SA from the frame's own
+  addresses; the I-TAG's I-SID is copied from an I-TAG already there (else
+  0) and its I-PCP from the VLAN PCP (else 0), as OF1.3 5.12.1 asks.  The
+  key then describes the backbone header: eth_type 0x88e7, pbb_itag set, no
+  VLAN, no L3/L4.  pop_pbb removes it (nothing on a frame that is not PBB);
+  set_field pbb_isid rewrites the I-SID.
+- copy_ttl_in/copy_ttl_out on an MPLS packet are datapath actions of the
+  same names (the other TTL lives beyond the key: a second label, or the IP
+  header under the bottom one); on other packets they do nothing.
+- set_queue does nothing (mnovs has no queues).
 
 Known gaps: the key holds one VLAN tag and one MPLS label, so after a
 pop_vlan of a double-tagged frame the working key says "untagged", and after
 pop_mpls the inner L3/L4 fields (or the next label) read as 0 (OVS would
-recirculate and parse again).  A group chain deeper than MAX_DEPTH is cut
-short and the result marked not cacheable.
+recirculate and parse again).  Likewise after pop_pbb the customer frame's
+fields read as 0, addresses included.  After copy_ttl_out the key keeps the
+top label's old TTL, so a dec_mpls_ttl later in the same translation
+decrements that one.  A group chain deeper than MAX_DEPTH is cut short and
+the result marked not cacheable.
 
 Tracing.  xlate(ctx, key, trace=[]) appends one line per step to `trace`.
 xlate_trace(ctx, key) runs the same code on a _TracedXlate, which also
@@ -144,6 +156,12 @@ MPLS_SHIFT = field_shift('mpls_lse')
 MPLS_LSE_BITS = field_bits('mpls_lse')
 MPLS_TTL_BITS = field_bits('mpls_lse', 0xff)
 MPLS_BOS = 0x100
+ETH_TYPE_PBB = 0x88e7
+PBB_SHIFT = field_shift('pbb_itag')
+PBB_ITAG_BITS = field_bits('pbb_itag')
+PBB_ISID_BITS = field_bits('pbb_itag', 0xffffff)
+VLAN_PCP_CFI_BITS = field_bits('vlan_tci', 0xf000)
+ETH_ADDR_BITS = fields_bits(('eth_dst', 'eth_src'))
 NW_TTL_SHIFT = field_shift('nw_ttl')
 NW_TTL_BITS = field_bits('nw_ttl')
 L3_L4_BITS = fields_bits(('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto',
@@ -158,16 +176,21 @@ TUNNEL_METADATA_BITS = fields_bits(('tun_id', 'tun_src', 'tun_dst'))    # set_fi
 NW_TOS_SHIFT = field_shift('nw_tos')
 IP_ANY = PREREQS['ip_dscp']
 MPLS = PREREQS['mpls_label']
+PBB = PREREQS['pbb_isid']
+# What push_pbb hides behind the new header and pop_pbb cannot see: the key
+# describes only the outermost Ethernet header and what follows it.
+PBB_INNER_BITS = ETH_TYPE_BITS | VLAN_BITS | MPLS_LSE_BITS | PBB_ITAG_BITS | L3_L4_BITS
 
 # Fields set_field can dirty, as (name, shift, all-ones, width in bytes).
 _COMMIT_FIELDS = tuple(
     (name, field_shift(name), (1 << FIELD_SLICES[name][1] * 8) - 1, FIELD_SLICES[name][1])
     for name in ('eth_dst', 'eth_src', 'vlan_tci', 'mpls_lse', 'nw_src', 'nw_dst',
                  'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos', 'nw_ttl',
-                 'tp_src', 'tp_dst', 'arp_sha', 'arp_tha'))
+                 'tp_src', 'tp_dst', 'arp_sha', 'arp_tha', 'nd_target', 'pbb_itag'))
 
 # Action-set execution order (OF1.3 5.10); equal ranks keep insertion order.
-_ACTION_SET_ORDER = {'pop_vlan': 1, 'pop_mpls': 1, 'push_mpls': 2, 'push_vlan': 4,
+_ACTION_SET_ORDER = {'copy_ttl_in': 0, 'pop_vlan': 1, 'pop_mpls': 1, 'pop_pbb': 1,
+                     'push_mpls': 2, 'push_pbb': 3, 'push_vlan': 4, 'copy_ttl_out': 5,
                      'dec_mpls_ttl': 6, 'dec_nw_ttl': 6, 'set_field': 7, 'set_mpls_ttl': 7,
                      'set_nw_ttl': 7, 'set_queue': 8, 'group': 9, 'output': 10}
 
@@ -276,7 +299,8 @@ class _Xlate:
     def result(self):
         odp = self.odp
         while odp and odp[-1][0] in ('set_masked', 'push_vlan', 'pop_vlan', 'push_mpls',
-                                     'pop_mpls'):
+                                     'pop_mpls', 'push_pbb', 'pop_pbb', 'copy_ttl_in',
+                                     'copy_ttl_out'):
             odp.pop()                   # rewrites no output will see
         out = XlateResult()
         out.actions = tuple(odp)
@@ -744,6 +768,53 @@ def _pop_mpls(x, action, rule):
     _reshape(x, ETH_TYPE_BITS | MPLS_LSE_BITS, action[1] << ETH_TYPE_SHIFT)
 
 
+def _push_pbb(x, action, rule):
+    _commit(x)
+    itag = 0
+    if _prereq_ok(x, PBB):              # the I-SID of an I-TAG below (OF1.3 5.12.1)
+        x.read_value(PBB_ISID_BITS)
+        itag = x.flow >> PBB_SHIFT & 0xffffff
+    x.read_value(VLAN_PCP_CFI_BITS)     # I-PCP: the VLAN PCP, 0 if untagged
+    tci = x.flow >> TCI_SHIFT & 0xffff
+    if tci & VLAN_CFI:
+        itag |= tci >> 13 << 29
+    # The datapath copies B-DA and B-SA from the frame's own addresses, so
+    # the key's eth_dst/eth_src stay as they are and are not read.
+    x.odp.append(('push_pbb', itag))
+    _record_undo(x, ('pop_pbb',), ETH_ADDR_BITS | PBB_INNER_BITS)
+    _reshape(x, PBB_INNER_BITS, ETH_TYPE_PBB << ETH_TYPE_SHIFT | itag << PBB_SHIFT)
+
+
+def _pop_pbb(x, action, rule):
+    if not _prereq_ok(x, PBB):
+        x.note('pop_pbb: not a PBB frame: ignored')
+        return
+    _commit(x)
+    if x.undo is not None:
+        # Put the backbone header back: the I-TAG, then any B-TAG (undo runs
+        # backwards); push_pbb copies the customer's addresses, so B-DA and
+        # B-SA differ from the packet's until restored.
+        x.read_value(PBB_ITAG_BITS | VLAN_BITS)
+        tci = x.flow >> TCI_SHIFT & 0xffff
+        if tci & VLAN_CFI:
+            x.undo.append((('push_vlan', x.flow >> TPID_SHIFT & 0xffff, tci & ~VLAN_CFI),
+                           VLAN_TCI_BITS, 0))
+        x.undo.append((('push_pbb', x.flow >> PBB_SHIFT & 0xffffffff), ETH_ADDR_BITS,
+                       ETH_ADDR_BITS))
+    x.odp.append(('pop_pbb',))
+    _reshape(x, ETH_ADDR_BITS | PBB_INNER_BITS, 0)
+
+
+def _copy_ttl(x, action, rule):
+    # The TTLs copied live beyond the key (a second label, or the IP header
+    # under a label), so the datapath copies them in the packet.
+    if not _prereq_ok(x, MPLS):
+        x.note('%s: not an MPLS packet: ignored', action[0])
+        return
+    _commit(x)
+    x.odp.append((action[0],))
+
+
 def _set_ttl(prereq, bits, shift):
     def set_ttl(x, action, rule):
         if _prereq_ok(x, prereq):
@@ -831,4 +902,8 @@ _ACTIONS = {
     'dec_mpls_ttl': _dec_ttl(MPLS, MPLS_TTL_BITS, MPLS_SHIFT),
     'set_queue': _set_queue,
     'group': _group,
+    'push_pbb': _push_pbb,
+    'pop_pbb': _pop_pbb,
+    'copy_ttl_in': _copy_ttl,
+    'copy_ttl_out': _copy_ttl,
 }

@@ -285,7 +285,8 @@ def test_udp_zero_checksum_stays_zero():
 
 
 @pytest.mark.parametrize('pkt, field, width', [
-    (ARP4, 'tp_src', 2), (ICMP4, 'tp_dst', 2), (FRAG4, 'tp_src', 2),
+    (ARP4, 'tp_src', 2), (ICMP4, 'nd_target', 16), (FRAG4, 'tp_src', 2),
+    (T4, 'pbb_itag', 4), (T6, 'arp_sha', 6), (T6, 'nd_target', 16),
     (T6, 'nw_src', 4), (T4, 'ipv6_src', 16), (T4, 'ipv6_label', 4),
     (T4, 'vlan_tci', 2), (T4Q, 'mpls_lse', 4), (ARP4, 'nw_ttl', 1), (ARP4, 'nw_tos', 1),
     (T4, 'arp_sha', 6),

@@ -104,7 +104,11 @@ Known gaps: the key holds one VLAN tag and one MPLS label, so after a
 pop_vlan of a double-tagged frame the working key says "untagged", and after
 pop_mpls the inner L3/L4 fields (or the next label) read as 0 (OVS would
 recirculate and parse again).  Likewise after pop_pbb the customer frame's
-fields read as 0, addresses included.  After copy_ttl_out the key keeps the
+fields read as 0, addresses included, and a group bucket that pops a PBB
+header and then rewrites the customer frame leaves that rewrite to the
+buckets after it (a bucket's changes are undone from the key, which never
+held those values; OVS's datapath would use a clone action).  After
+copy_ttl_out the key keeps the
 top label's old TTL, so a dec_mpls_ttl later in the same translation
 decrements that one.  A group chain deeper than MAX_DEPTH is cut short and
 the result marked not cacheable.

@@ -26,8 +26,11 @@ from scapy.utils import wrpcap
 from mnovs.ofagent import ofp
 from mnovs.ofagent.codec import ErrorMsg, PacketIn
 from mnovs.ofagent.handlers import handle_message
+from mnovs.dp.actions import validate_actions
 from test_codec import ryu_of13, ryu_serialize
 from test_ofproto import Switch
+from test_xlate import Switch as XlateSwitch
+from test_xlate import mask, out
 
 MACS = {'src': '00:00:00:00:00:01', 'dst': '00:00:00:00:00:02'}
 NEW_MAC = '02:aa:bb:cc:dd:ee'
@@ -399,3 +402,51 @@ def test_set_mpls_ttl(switch, controller):
     install(switch, controller, [p.OFPActionSetMplsTtl(7), p.OFPActionOutput(2)],
             match={'eth_type': 0x8847})
     assert Ether(through(switch, LABELLED))[MPLS].ttl == 7
+
+
+# --- PBB in group buckets: each bucket sees the packet as it came --------------
+
+def ryu_group_all(buckets):
+    o, p, dp = ryu_of13()
+    msg = p.OFPGroupMod(dp, o.OFPGC_ADD, o.OFPGT_ALL, 1,
+                        [p.OFPBucket(actions=actions) for actions in buckets])
+    return ryu_serialize(msg, 0x78)
+
+
+@pytest.mark.parametrize('frame, first', [
+    (UDP4, lambda p: [p.OFPActionPushPbb(0x88e7), p.OFPActionSetField(pbb_isid=5)]),
+    (PBB, lambda p: [p.OFPActionPopPbb()]),
+    (PBB, lambda p: [p.OFPActionSetField(eth_src=NEW_MAC), p.OFPActionPopPbb()]),
+    (eth() / Dot1Q(vlan=9, prio=2) / Dot1AH(isid=0x77) / Ether() / IP(),
+     lambda p: [p.OFPActionPopPbb()]),
+], ids=['push', 'pop', 'rewrite-then-pop', 'pop-behind-a-b-tag'])
+def test_the_next_bucket_gets_the_frame_back(switch, controller, frame, first):
+    _, p, _ = ryu_of13()
+    assert not send_raw(switch, controller, ryu_group_all(
+        [first(p) + [p.OFPActionOutput(2)], [p.OFPActionOutput(3)]]))
+    install(switch, controller, [p.OFPActionGroup(1)], match={'in_port': 1})
+    switch.receive(1, raw(frame))
+    (changed,), (same,) = switch.port(2).frames(), switch.port(3).frames()
+    assert changed != raw(frame) and same == raw(frame)
+
+
+# --- what translations read (the megaflow masks) -------------------------------
+
+def test_push_pbb_reads_only_the_ethertype_and_the_pcp():
+    sw = XlateSwitch()
+    sw.add({'in_port': (1, None)}, [('push_pbb', 0x88e7), out(2)])
+    result = sw.xlate(eth_type=0x0800, vlan_tci=0x1000 | 3 << 13 | 5, vlan_tpid=0x8100)
+    assert result.actions == (('push_pbb', 3 << 29), ('output', 2))
+    assert result.mask == mask('eth_type', vlan_tci=0xf000)
+    validate_actions(result.actions)
+
+
+def test_pbb_isid_matches_masked_and_set_field_reads_nothing_more():
+    sw = XlateSwitch()
+    sw.add({'eth_type': (0x88e7, None), 'pbb_isid': (0x1200, 0xff00)},
+           [('set_field', 'pbb_isid', 0x99), out(2)])
+    result = sw.xlate(eth_type=0x88e7, pbb_itag=0x7 << 29 | 0x1234)
+    assert result.actions == (('set_masked', 'pbb_itag', (0x99).to_bytes(4, 'big'),
+                                b'\x00\xff\xff\xff'), ('output', 2))
+    assert result.mask == mask('eth_type', pbb_itag=0xff00)
+    assert sw.xlate(eth_type=0x88e7, pbb_itag=0x1334).actions == ()

@@ -178,9 +178,16 @@ class _Subtable:
 
 
 class FlowTable:
-    """One OpenFlow table: its rules, indexed for lookup and strict selection."""
+    """One OpenFlow table: its rules, indexed for lookup and strict selection.
 
-    __slots__ = ('table_id', 'max_rules', 'rules', 'subtables', 'order')
+    lookup_count and matched_count (OFPMP_TABLE) count packets, not calls of
+    lookup(): they are credited with the packets of each translation that
+    looked into the table (xlate.credit_stats), when datapath stats are
+    pushed, so that the packets cached megaflows handle count too.
+    """
+
+    __slots__ = ('table_id', 'max_rules', 'rules', 'subtables', 'order', 'lookup_count',
+                 'matched_count')
 
     def __init__(self, table_id, max_rules=DEFAULT_MAX_RULES):
         self.table_id = table_id
@@ -188,6 +195,7 @@ class FlowTable:
         self.rules = {}                 # (value, mask, priority) -> Rule
         self.subtables = {}             # mask -> _Subtable
         self.order = []                 # subtables, best max_priority first
+        self.lookup_count = self.matched_count = 0
 
     def __len__(self):
         return len(self.rules)

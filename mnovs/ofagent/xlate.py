@@ -3,8 +3,8 @@
 This is OVS's ofproto-dpif-xlate in miniature.  xlate(ctx, key) follows one
 packet's flow key through the flow tables, groups and actions, and returns
 the datapath actions to perform on it (mnovs/dp/actions.py) together with
-the mask of every key bit the translation read.  It changes nothing: rule
-and group counters are credited later, from datapath flow stats
+the mask of every key bit the translation read.  It changes nothing: rule,
+table and group counters are credited later, from datapath flow stats
 (credit_stats).
 
 THE MASK RULE.  The datapath installs (key & mask, mask) -> actions as a
@@ -240,14 +240,15 @@ class XlateResult:
 
     actions: odp actions (tuple); mask: KEY_LEN bytes; rules: the Rules hit,
     in order; groups: (Group, bucket indexes) per group executed; meters:
-    meter ids; cacheable: False if the megaflow must not be installed;
+    meter ids; lookups: (FlowTable, matched) per table lookup, in order;
+    cacheable: False if the megaflow must not be installed;
     rewrote: True if the pipeline changed a key field (set_field, push,
     pop), so that later lookups saw other values than the packet's;
     trace: the list of trace lines, or None.
     """
 
     __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'rewrote',
-                 'trace')
+                 'trace', 'lookups')
 
 
 TraceEvent = namedtuple('TraceEvent', 'kind depth odp_len flow data')
@@ -262,7 +263,7 @@ class _Xlate:
 
     __slots__ = ('ctx', 'in_port', 'flow', 'metadata', 'written', 'dirty', 'changed',
                  'differs', 'touched', 'wc', 'odp', 'undo', 'rules', 'groups', 'meters', 'stopped',
-                 'packet_out', 'depth', 'cacheable', 'trace')
+                 'packet_out', 'depth', 'cacheable', 'trace', 'lookups')
 
     def __init__(self, ctx, key, trace):
         self.ctx = ctx
@@ -277,6 +278,7 @@ class _Xlate:
         self.odp = []
         self.undo = None                # inside a bucket: actions that undo its pushes/pops
         self.rules, self.groups, self.meters = [], [], []
+        self.lookups = []
         self.stopped = self.packet_out = False
         self.depth = 0
         self.cacheable = True
@@ -313,6 +315,7 @@ class _Xlate:
         out.cacheable = self.cacheable
         out.rewrote = self.written != 0
         out.trace = self.trace
+        out.lookups = tuple(self.lookups)
         return out
 
 
@@ -439,7 +442,11 @@ def xlate_packet_out(ctx, key, actions, trace=None):
 
 
 def credit_stats(result, packets, nbytes, now):
-    """Credit datapath flow stats to the rules and group buckets of a translation."""
+    """Credit datapath flow stats to the rules, tables and group buckets of a translation."""
+    for table, matched in result.lookups:
+        table.lookup_count += packets
+        if matched:
+            table.matched_count += packets
     for rule in result.rules:
         rule.packet_count += packets
         rule.byte_count += nbytes
@@ -466,6 +473,7 @@ def _run_pipeline(x):
         if x.trace is not None:
             x.step('table', table_id, rule, ext)
         x.read_lookup(consulted)
+        x.lookups.append((pipeline.tables[table_id], rule is not None))
         if rule is None:
             return
         x.rules.append(rule)

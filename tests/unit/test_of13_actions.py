@@ -23,11 +23,11 @@ from scapy.layers.sctp import SCTP, SCTPChunkData
 from scapy.packet import NoPayload, Raw, raw
 from scapy.utils import wrpcap
 
-from mnovs.ofagent import ofp
+from mnovs.ofagent import codec, ofp
 from mnovs.ofagent.codec import ErrorMsg, PacketIn
 from mnovs.ofagent.handlers import handle_message
 from mnovs.dp.actions import validate_actions
-from test_codec import ryu_of13, ryu_serialize
+from test_codec import ryu_of13, ryu_parse, ryu_serialize
 from test_ofproto import Switch
 from test_xlate import Switch as XlateSwitch
 from test_xlate import mask, out
@@ -523,3 +523,70 @@ def test_set_field_vlan_vid_needs_ofpvid_present(switch, controller):
     data = ryu_flow_mod([p.OFPActionSetField(vlan_vid=5), p.OFPActionOutput(2)])
     assert error_of(send_raw(switch, controller, data)) == (
         ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_SET_ARGUMENT)
+
+
+# --- table statistics: real lookups, cached ones included -------------------------
+
+def ryu_table_stats(switch, channel):
+    """Table stats as Ryu parses our reply: {table_id: (active, lookup, matched)}."""
+    _, p, dp = ryu_of13()
+    handle_message(switch.ofproto, channel, ryu_serialize(p.OFPTableStatsRequest(dp, 0), 9))
+    raws, _ = codec.split_messages(channel.out)
+    channel.out.clear()
+    stats = {}
+    for data in raws:
+        for entry in ryu_parse(bytes(data)).body:
+            stats[entry.table_id] = (entry.active_count, entry.lookup_count,
+                                     entry.matched_count)
+    return stats
+
+
+def udp_to(dport):
+    return raw(eth() / IP(src='10.0.0.1', dst='10.0.0.2') / UDP(sport=30000, dport=dport))
+
+
+def test_table_stats_count_cached_packets_and_misses(switch, controller):
+    o, p, dp = ryu_of13()
+    assert not send_raw(switch, controller, ryu_serialize(p.OFPFlowMod(
+        dp, table_id=0, priority=1, match=p.OFPMatch(in_port=1),
+        instructions=[p.OFPInstructionGotoTable(1)]), 1))
+    install(switch, controller, [p.OFPActionOutput(2)], table_id=1,
+            match={'eth_type': 0x0800, 'ip_proto': 17, 'udp_dst': 9})
+    for dport in (9, 9, 9, 8, 8):          # 3 hits in table 1, 2 misses there
+        switch.receive(1, udp_to(dport))
+    switch.receive(2, udp_to(9))            # a miss in table 0
+    assert len(switch.dp.flow_dump()) == 3  # an upcall each, the rest cached
+    stats = ryu_table_stats(switch, controller)
+    assert len(stats) == 254
+    assert stats[0] == (1, 6, 5) and stats[1] == (1, 5, 3)
+    assert all(entry == (0, 0, 0) for table_id, entry in stats.items() if table_id > 1)
+    switch.dp.flow_flush()                  # gone megaflows keep what they counted
+    switch.receive(1, udp_to(9))
+    assert ryu_table_stats(switch, controller)[1] == (1, 6, 4)
+    assert ryu_table_stats(switch, controller)[1] == (1, 6, 4)     # nothing twice
+
+
+def test_table_stats_count_packet_outs_through_the_tables(switch, controller):
+    o, p, dp = ryu_of13()
+    install(switch, controller, [p.OFPActionOutput(2)], match={'in_port': 1})
+    msg = p.OFPPacketOut(dp, buffer_id=o.OFP_NO_BUFFER, in_port=1,
+                         actions=[p.OFPActionOutput(o.OFPP_TABLE)], data=udp_to(9))
+    assert not send_raw(switch, controller, ryu_serialize(msg, 3))
+    assert switch.port(2).frames() == [udp_to(9)]
+    assert ryu_table_stats(switch, controller)[0] == (1, 1, 1)
+
+
+def test_a_rule_sending_elsewhere_makes_its_megaflows_stale(switch, controller):
+    # Same rules hit, same actions (drop), other table: the table counts differ.
+    o, p, dp = ryu_of13()
+    goto = [p.OFPInstructionGotoTable(1)]
+    assert not send_raw(switch, controller, ryu_serialize(p.OFPFlowMod(
+        dp, priority=1, match=p.OFPMatch(in_port=1), instructions=goto), 1))
+    switch.receive(1, udp_to(9))
+    assert not send_raw(switch, controller, ryu_serialize(p.OFPFlowMod(
+        dp, command=o.OFPFC_MODIFY, match=p.OFPMatch(in_port=1),
+        instructions=[p.OFPInstructionGotoTable(2)]), 2))
+    switch.ofproto.run()
+    switch.receive(1, udp_to(9))
+    stats = ryu_table_stats(switch, controller)
+    assert (stats[1][1], stats[2][1]) == (1, 1)

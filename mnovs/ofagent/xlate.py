@@ -47,8 +47,9 @@ Semantics (OF1.3, chapter 5):
   write_actions, write_metadata, goto_table.  apply_actions act at once on
   the working key (later lookups see the rewrite; metadata likewise).
   write_actions fill the action set, one action per type (set_field: per
-  field), executed when the pipeline ends, in the spec's order (pops, push
-  MPLS, push VLAN, TTL decrements, sets, queue, then group, else output).
+  field), executed when the pipeline ends, in the spec's order (copy TTL
+  inwards, pops, push MPLS, push PBB, push VLAN, copy TTL outwards, TTL
+  decrements, sets, queue, then group, else output).
 - meter: ('meter', meter_id) is emitted where the instruction runs, before
   the rule's outputs.
 - output to a tunnel port (its datapath port has a TunnelConfig, see

@@ -590,3 +590,14 @@ def test_a_rule_sending_elsewhere_makes_its_megaflows_stale(switch, controller):
     switch.receive(1, udp_to(9))
     stats = ryu_table_stats(switch, controller)
     assert (stats[1][1], stats[2][1]) == (1, 1)
+
+
+def test_action_set_pushes_pbb_before_vlan(switch, controller):
+    # OF1.3 5.10: push-PBB runs before push-VLAN whatever the order written,
+    # so the tag lands in the backbone header (a B-TAG), not the customer's.
+    _, p, _ = ryu_of13()
+    install(switch, controller, [p.OFPActionPushVlan(0x88a8), p.OFPActionOutput(2),
+                                 p.OFPActionPushPbb(0x88e7)], write=True)
+    out = Ether(through(switch, UDP4))
+    assert out.type == 0x88a8 and out[Dot1AD].type == 0x88e7
+    assert raw(out[Dot1AH].payload) == raw(UDP4)

@@ -27,12 +27,12 @@ value to its rules, best first.  A lookup visits subtables in decreasing
 order of their best priority and stops as soon as no remaining subtable can
 beat the rule found, so lower-priority subtables are not consulted and add
 nothing to the megaflow mask.  A subtable is probed in *stages*: pipeline
-state and packet metadata (metadata, tunnel), then L2 (with in_port, MPLS and PBB), L3, L4.  Each stage keeps
-the set of its rules' values under the stage's part of the mask; a probe that
-finds no rule at some stage has read only the stages up to that one, so only
-their bits are un-wildcarded.  A TCP port rule thus adds nw_proto, not
-tp_dst, to the megaflow of a UDP packet.  Cost per lookup: one dict probe
-per stage of each visited subtable.
+state and packet metadata (metadata, tunnel), then L2 (with in_port, MPLS
+and PBB), L3, L4.  Each stage keeps the set of its rules' values under the
+stage's part of the mask; a probe that finds no rule at some stage has read
+only the stages up to that one, so only their bits are un-wildcarded.  A TCP
+port rule thus adds nw_proto, not tp_dst, to the megaflow of a UDP packet.
+Cost per lookup: one dict probe per stage of each visited subtable.
 
 Ties between equal priorities: the earlier-visited subtable wins, and within
 one subtable the older rule: deterministic for a given history.

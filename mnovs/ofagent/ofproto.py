@@ -20,9 +20,10 @@ packets. It meets the datapath at three points, as OVS's ofproto-dpif does:
 
 Statistics flow up (push_stats, OVS's revalidator "push"): every second, and
 before any reply that reports counters, each megaflow's packet and byte
-deltas are added to the rules and group buckets of its translation, and the
-rules' last-used time moves with the megaflow's. Idle timeouts therefore
-count packets that never left the datapath.
+deltas are added to the rules, tables (lookup and matched counts) and group
+buckets of its translation, and the rules' last-used time moves with the
+megaflow's. Idle timeouts therefore count packets that never left the
+datapath.
 
 Changes flow down (revalidate): a megaflow is translated again from its own
 key and deleted if its actions, mask, or the rules it credits changed. A
@@ -588,7 +589,7 @@ class OFProto:
 
         In fail-open mode NORMAL judges; otherwise the pipeline does, and a
         megaflow is also stale when its statistics would now be credited to
-        other rules or group buckets (or it has no ukey: NORMAL made it).
+        other rules, tables or group buckets (or it has no ukey: NORMAL made it).
         """
         if self.fail_open():
             result = xlate_fail_open(self.ctx, flow.key)
@@ -599,7 +600,8 @@ class OFProto:
         result = xlate(self.ctx, flow.key)
         old = ukey.result
         return (result.actions != flow.actions or result.mask != flow.mask
-                or result.rules != old.rules or result.groups != old.groups)
+                or result.rules != old.rules or result.groups != old.groups
+                or result.lookups != old.lookups)
 
     def revalidate(self):
         """Delete every megaflow whose translation is no longer what it caches."""

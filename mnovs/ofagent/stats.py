@@ -14,8 +14,11 @@ What each reports, and where it departs from the obvious:
 - DESC: mnovs's names; dp_desc is the bridge name, as in OVS.
 - FLOW, AGGREGATE: pipeline.select with the request's table, match, out_port,
   out_group and cookie filters (non-strict, as the spec says).
-- TABLE: one entry per table (254).  lookup/matched counts are read from the
-  FlowTable if it keeps them; see _table_stats.
+- TABLE: one entry per table (254).  lookup_count and matched_count are the
+  packets translations looked up in the table and found a rule for: those
+  of upcalls, packet-outs and buffered packets, and those the datapath's
+  caches handled (credited from megaflow stats by push_stats, so the count
+  costs nothing per packet; see table.FlowTable).
 - TABLE_FEATURES: what table.py, match.py and xlate accept, per table:
   the six instructions (no goto_table in the last table), the next tables
   (every later one), the actions check_actions allows, the OXM fields
@@ -155,10 +158,8 @@ def _aggregate_stats(ofproto, body, now):
 
 
 def _table_stats(ofproto, body, now):
-    # Lookup and matched counts are not kept: cached megaflows hide the
-    # lookups, and crediting them back per table is not done yet. They are
-    # reported as 0; active_count is exact.
-    return tuple(TableStats(table.table_id, len(table), 0, 0)
+    ofproto.push_stats(now)
+    return tuple(TableStats(table.table_id, len(table), table.lookup_count, table.matched_count)
                  for table in ofproto.pipeline.tables)
 
 

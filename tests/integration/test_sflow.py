@@ -256,7 +256,14 @@ def test_bad_collectors_and_rows_never_stop_forwarding(make_net):
         assert datagram['agent'] == bytes([192, 0, 2, 1])        # agent as an IP literal
         show = appctl('sflow/show')
         assert 'enabled' in show and 'bad IP address "nonsense"' in show, show
-        assert re.search(rf'target 127.0.0.1:{closed_port}: sent \d+, failed [1-9]', show), show
+
+        def closed_port_refused():
+            # The refusal (ICMP port unreachable) shows at the send after the
+            # first: ping again so that more datagrams go out.
+            ping_ok(h1, h2)
+            return re.search(rf'target 127.0.0.1:{closed_port}: sent \d+, failed [1-9]',
+                             appctl('sflow/show'))
+        wait_for(closed_port_refused, 'a failed send to the collector port nobody listens on')
         wait_for(lambda: 'nonsense' in vsctl('get', 'bridge', 's1', 'status'),
                  'Bridge status:sflow')
         with open(paths.log_path('s1')) as log:

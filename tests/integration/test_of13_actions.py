@@ -19,7 +19,7 @@ from mininet.topo import SingleSwitchTopo
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
-from scapy.layers.l2 import Dot1AH, Ether
+from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData
 from scapy.packet import NoPayload, Raw, raw
 from scapy.utils import rdpcap, wrpcap

@@ -53,7 +53,7 @@ from collections import namedtuple
 from mnovs.dp.datapath import LOCAL_PORT
 from mnovs.dp.tap import TapPort
 from mnovs.dp.tunnel import TUNNEL_TYPES, TunnelConfigError, parse_tunnel_config
-from mnovs.ofagent.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
+from mnovs.openflow.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
 from mnovs.sflow.config import parse_options as parse_sflow
 
 log = logging.getLogger(__name__)

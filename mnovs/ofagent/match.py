@@ -47,9 +47,9 @@ chains (tcp_src needs ip_proto=6, which needs eth_type 0x0800 or 0x86dd).
 """
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE, OFPET_BAD_MATCH, OFPVID_PRESENT, OFPError)
-from mnovs.ofagent.oxm import OXM_BY_NAME, validate_match
+from mnovs.openflow.oxm import OXM_BY_NAME, validate_match
 
 KEY_BITS = KEY_LEN * 8
 KEY_ONES = (1 << KEY_BITS) - 1

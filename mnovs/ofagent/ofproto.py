@@ -62,14 +62,14 @@ from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import flow_extract, md_of
 from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
-from mnovs.ofagent import codec
+from mnovs.openflow import codec
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
-from mnovs.ofagent.messages import Port as PortDesc
+from mnovs.openflow.messages import Port as PortDesc
 from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.pinsched import PinSched
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
     OFPFF_SEND_FLOW_REM, OFPG_ALL, OFPGC_DELETE, OFPPC_PORT_DOWN, OFPP_LOCAL, OFPPF_10GB_FD,

@@ -45,10 +45,10 @@ import functools
 from collections import Counter
 
 from mnovs.ofagent.match import OXM_BITS, SET_FIELDS
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.multipart import (
     AggregateStats, Desc, FlowStats, GroupDesc, GroupFeatures, GroupStats, MeterConfig,
     MeterFeatures, MeterStats, PortStats, TableFeatures, TableStats)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBRC_BAD_MULTIPART, OFPBRC_BAD_PORT, OFPBRC_BAD_TABLE_ID, OFPET_BAD_REQUEST,
     OFPET_QUEUE_OP_FAILED, OFPET_TABLE_FEATURES_FAILED, OFPG_ALL, OFPG_MAX,
     OFPGFC_CHAINING, OFPGFC_CHAINING_CHECKS, OFPGFC_SELECT_LIVENESS, OFPGFC_SELECT_WEIGHT,
@@ -60,8 +60,8 @@ from mnovs.ofagent.ofp import (
     OFPTFFC_EPERM, OFPTFPT_APPLY_ACTIONS, OFPTFPT_APPLY_SETFIELD, OFPTFPT_INSTRUCTIONS,
     OFPTFPT_MATCH, OFPTFPT_NEXT_TABLES, OFPTFPT_WILDCARDS, OFPTFPT_WRITE_ACTIONS,
     OFPTFPT_WRITE_SETFIELD, OFPTT_ALL, OFPError)
-from mnovs.ofagent.ofp_actions import ACTIONS, INSTRUCTIONS
-from mnovs.ofagent.oxm import OXM_FIELDS
+from mnovs.openflow.ofp_actions import ACTIONS, INSTRUCTIONS
+from mnovs.openflow.oxm import OXM_FIELDS
 # table.py keeps the one list of actions xlate performs; read it, don't restate it.
 from mnovs.ofagent.table import SUPPORTED_ACTIONS
 

@@ -44,7 +44,7 @@ import itertools
 
 from mnovs.ofagent.match import (
     PIPELINE_BITS, SET_FIELDS, compile_match, covers, fields_bits, overlaps)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBAC_BAD_OUT_GROUP, OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_SET_ARGUMENT,
     OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_TYPE, OFPBIC_BAD_TABLE_ID, OFPBIC_UNKNOWN_INST,
     OFPBIC_UNSUP_INST, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_FLOW_MOD_FAILED,

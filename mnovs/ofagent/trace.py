@@ -47,7 +47,7 @@ from mnovs.ofagent.ofctl_syntax import (
     ADDRESS_TEXT, ETH_DST, ETH_SRC, IN_PORT_BITS, VLAN_NAMES, field_items, format_flow,
     format_match,
     parse_flow)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPCML_NO_BUFFER, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, OFPGT_SELECT, OFPP_ALL,
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     OFPR_ACTION, OFPR_INVALID_TTL, OFPR_NO_MATCH)

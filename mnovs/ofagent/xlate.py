@@ -155,7 +155,7 @@ from mnovs.ofagent.recirc import FrozenState, RecircTable
 from mnovs.ofagent.match import (
     KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
     format_match)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_DEFAULT_MISS_SEND_LEN, OFPP_ALL, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT,
     OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
     OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPS_BLOCKED, OFPR_ACTION, OFPR_INVALID_TTL,

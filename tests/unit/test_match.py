@@ -4,7 +4,7 @@ import pytest
 
 from mnovs.dp.flow import FIELD_SLICES, make_key
 from mnovs.ofagent import match as m
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_PREREQ, OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS,
     OFPET_BAD_MATCH, OFPVID_NONE, OFPVID_PRESENT, OFPError)
 

@@ -23,8 +23,8 @@ from scapy.layers.sctp import SCTP, SCTPChunkData
 from scapy.packet import NoPayload, Raw, raw
 from scapy.utils import wrpcap
 
-from mnovs.ofagent import codec, ofp
-from mnovs.ofagent.codec import ErrorMsg, PacketIn
+from mnovs.openflow import codec, ofp
+from mnovs.openflow.codec import ErrorMsg, PacketIn
 from mnovs.ofagent.handlers import handle_message
 from mnovs.dp.actions import validate_actions
 from test_codec import ryu_of13, ryu_parse, ryu_serialize

@@ -22,14 +22,14 @@ from scapy.packet import Raw
 from mnovs.dp.flow import flow_extract, key_fields, md_of
 from mnovs.dp.tunnel import parse_tunnel_config
 from mnovs.dp.offload import GSO_TCPV4, VNET_HDR_LEN
-from mnovs.ofagent import codec, ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import codec, ofp
+from mnovs.openflow.codec import (
     BarrierRequest, FlowMod, Hello, MultipartRequest, PacketIn, PacketOut, SetAsync,
     SetConfig)
 from mnovs.ofagent.connection import ActiveTarget
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.mac_learning import MacTable
-from mnovs.ofagent.multipart import FlowStatsRequest
+from mnovs.openflow.multipart import FlowStatsRequest
 from mnovs.ofagent.ofproto import ADD_BATCH_DELAY, N_BUFFERS, OFProto
 from mnovs.ofagent.xlate import xlate
 from test_offload import assert_checksums, partial

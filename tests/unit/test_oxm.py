@@ -2,9 +2,9 @@
 
 import pytest
 
-from mnovs.ofagent import ofp
-from mnovs.ofagent.ofp import OFPError
-from mnovs.ofagent.oxm import (
+from mnovs.openflow import ofp
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.oxm import (
     OXM_BY_NAME, OXM_FIELDS, decode_match, encode_match, oxm_field_of, oxm_header,
     prerequisites_met, validate_match)
 

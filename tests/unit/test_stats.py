@@ -13,17 +13,17 @@ from types import SimpleNamespace
 import pytest
 
 from mnovs.dp.meter import MeterTable
-from mnovs.ofagent import ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import ofp
+from mnovs.openflow.codec import (
     FlowMod, GroupMod, MeterMod, MultipartReply, MultipartRequest, decode, encode,
     split_messages)
 from mnovs.ofagent.group import GroupTable
-from mnovs.ofagent.messages import Bucket, MeterBand, Port
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.messages import Bucket, MeterBand, Port
+from mnovs.openflow.multipart import (
     FlowStatsRequest, GroupStatsRequest, MeterMultipartRequest, PortStatsRequest,
     QueueStatsRequest, TableFeatures)
-from mnovs.ofagent.ofp import OFPError
-from mnovs.ofagent.ofp_actions import ACTION_BY_TYPE
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.ofp_actions import ACTION_BY_TYPE
 from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, SW_DESC, U64_MAX, multipart_reply_body
 from mnovs.ofagent.table import N_TABLES, Pipeline
 from test_codec import ryu_of13, ryu_parse

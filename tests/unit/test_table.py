@@ -7,7 +7,7 @@ import pytest
 from mnovs.dp.flow import make_key
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.match import compile_match, field_bits
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPBAC_BAD_OUT_GROUP, OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_SET_ARGUMENT,
     OFPBAC_BAD_SET_TYPE, OFPBIC_BAD_TABLE_ID, OFPBIC_UNSUP_INST,
     OFPBMC_BAD_PREREQ, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_BAD_MATCH,

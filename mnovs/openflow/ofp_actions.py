@@ -38,7 +38,7 @@ set_field consistent with the match) is the agent's to check.
 
 import struct
 
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPAT_COPY_TTL_IN, OFPAT_COPY_TTL_OUT, OFPAT_DEC_MPLS_TTL, OFPAT_DEC_NW_TTL,
     OFPAT_EXPERIMENTER, OFPAT_GROUP, OFPAT_OUTPUT, OFPAT_POP_MPLS, OFPAT_POP_PBB,
     OFPAT_POP_VLAN, OFPAT_PUSH_MPLS, OFPAT_PUSH_PBB, OFPAT_PUSH_VLAN, OFPAT_SET_FIELD,
@@ -50,7 +50,7 @@ from mnovs.ofagent.ofp import (
     OFPIT_CLEAR_ACTIONS, OFPIT_EXPERIMENTER, OFPIT_GOTO_TABLE, OFPIT_METER,
     OFPIT_WRITE_ACTIONS, OFPIT_WRITE_METADATA, OFPP_ANY, OFPP_IN_PORT, OFPP_MAX,
     OFPVID_PRESENT, OFPError)
-from mnovs.ofagent.oxm import (
+from mnovs.openflow.oxm import (
     OXM_BY_NAME, OXM_HEADER, check_field_value, oxm_field_of, oxm_header)
 
 TLV_HEADER = struct.Struct('!HH')               # type, len

@@ -58,7 +58,7 @@ Checks, with the spec's errors (OFPET_BAD_MATCH):
 import struct
 from collections import namedtuple
 
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_BAD_MASK, OFPBMC_BAD_PREREQ, OFPBMC_BAD_TYPE,
     OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OFPMT_OXM,
     OFPVID_PRESENT, OFPXMC_NXM_1, OFPXMC_OPENFLOW_BASIC, OFPError)

@@ -3,7 +3,7 @@
 
 PYTHON := .venv/bin/python
 
-.PHONY: install demo test unit integration bench bench-of scale clean
+.PHONY: install demo test unit integration bench bench-of bench-vxlan bench-sflow bench-recirc scale clean
 
 install:
 	@bash scripts/install.sh
@@ -25,6 +25,15 @@ bench: install
 
 bench-of: install
 	$(PYTHON) experiments/bench_openflow.py
+
+bench-vxlan: install
+	$(PYTHON) experiments/bench_vxlan.py
+
+bench-sflow: install
+	$(PYTHON) experiments/bench_sflow.py
+
+bench-recirc: install
+	$(PYTHON) experiments/bench_recirc.py
 
 scale: install
 	$(PYTHON) experiments/scale_linear.py

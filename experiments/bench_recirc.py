@@ -44,7 +44,7 @@ from mnovs.dp.odp_util import format_actions, format_megaflow  # noqa: E402
 from mnovs.dp.offload import VNET_HDR_LEN  # noqa: E402
 from mnovs.ofagent.mac_learning import MacTable  # noqa: E402
 from mnovs.ofagent.ofproto import OFProto  # noqa: E402
-from mnovs.ofagent.codec import FlowMod  # noqa: E402
+from mnovs.openflow.codec import FlowMod  # noqa: E402
 
 from mnbench import add_output_options, print_table, write_csv  # noqa: E402
 

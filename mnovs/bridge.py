@@ -64,7 +64,8 @@ PARALLEL_CALLS = 16         # control commands in flight at once
 COLUMNS = {
     'Open_vSwitch': ['bridges', 'next_cfg', 'cur_cfg'],
     'Bridge': ['name', 'ports', 'controller', 'fail_mode', 'protocols', 'other_config',
-               'datapath_id'],
+               'datapath_id', 'sflow', 'status'],
+    'sFlow': ['agent', 'targets', 'sampling', 'polling', 'header'],
     'Port': ['name', 'interfaces'],
     'Interface': ['name', 'type', 'options', 'ofport_request', 'ofport', 'ifindex',
                   'mac_in_use', 'link_state', 'admin_state', 'error', 'statistics'],
@@ -184,9 +185,10 @@ class BridgeLayer:
         gone = [self.switches.pop(name) for name in list(self.switches) if name not in rows]
         self.stop(gone)
         wanted = {}     # name -> (argv, desired state, warnings about the argv)
+        sub_ids = bridge_db.sflow_sub_ids(rows)
         for name, row in rows.items():
             argv, warnings = bridge_db.vswitchd_argv(name, row.other_config)
-            wanted[name] = (argv, bridge_db.desired_state(row), warnings)
+            wanted[name] = (argv, bridge_db.desired_state(row, sub_ids.get(name, 0)), warnings)
         restart = [s for name, s in self.switches.items()
                    if s.pid is not None and s.argv != wanted[name][0]]
         self.stop(restart)
@@ -335,11 +337,13 @@ class BridgeLayer:
         rows = self.bridge_rows()
         live = [s for s in switches if s.pid is not None and s.name in rows]
         retry_jobs = [s for s in live if retry and s.applied is None]
+        sub_ids = bridge_db.sflow_sub_ids(rows)
         with ThreadPoolExecutor(PARALLEL_CALLS) as pool:
             results = list(pool.map(lambda s: (s.name, self.read_status(s)),
                                     [s for s in live if s not in retry_jobs]))
             results += list(pool.map(
-                lambda s: self.configure(s, bridge_db.desired_state(rows[s.name])),
+                lambda s: self.configure(s, bridge_db.desired_state(rows[s.name],
+                                                                    sub_ids.get(s.name, 0))),
                 retry_jobs))
         self.write_status(dict(results), None)
 

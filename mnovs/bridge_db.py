@@ -6,9 +6,11 @@ bridge_reconfigure helpers, so it can be tested without a database:
 
 - `desired_state(bridge)`: the whole desired state of one bridge, the JSON
   document of the `bridge/apply` command (see notes/bridge_contract.md):
-  datapath id, fail mode, protocols, controllers with their rate limits, and
+  datapath id, fail mode, protocols, controllers with their rate limits,
   the ports, LOCAL first, each with its Interface type and options (a
-  tunnel's remote_ip, key, ...).
+  tunnel's remote_ip, key, ...), and the sFlow row (`sflow_entry`).
+- `sflow_sub_ids(rows)`: each bridge's sFlow sub-agent number, as OVS's
+  sflow_bridge_number counts the bridges with sFlow (here in name order).
 - `pick_datapath_id(name, other_config)`: OVS's other_config:datapath-id when
   it is valid (16 hex digits, not all zero, as OVS's dpid_from_string). OVS
   falls back to the bridge's MAC address, which it picks among its ports;
@@ -91,7 +93,27 @@ def port_entries(bridge):
     return [local] + others
 
 
-def desired_state(bridge):
+def sflow_sub_ids(rows):
+    """{bridge name: sFlow sub_id} for the Bridge rows {name: row} that have sFlow."""
+    return {name: index for index, name in
+            enumerate(sorted(name for name, row in rows.items() if row.sflow))}
+
+
+def sflow_entry(bridge, sub_id=0):
+    """The bridge's sFlow row for bridge/apply (see sflow/config.py), or None.
+
+    Values go as the row has them (empty: null); the switch applies OVS's
+    defaults and judges them.
+    """
+    row = optional(bridge.sflow)
+    if row is None:
+        return None
+    return {'agent': optional(row.agent), 'targets': sorted(row.targets),
+            'sampling': optional(row.sampling), 'polling': optional(row.polling),
+            'header': optional(row.header), 'sub_id': sub_id}
+
+
+def desired_state(bridge, sflow_sub_id=0):
     """The bridge/apply document of one Bridge row (a dict, JSON-ready)."""
     controllers = sorted(bridge.controller, key=lambda c: c.target)
     # OVS keeps one rate limit per bridge's connection manager; with several
@@ -108,6 +130,7 @@ def desired_state(bridge):
         'controller_rate_limit': rate,
         'controller_burst_limit': burst,
         'ports': port_entries(bridge),
+        'sflow': sflow_entry(bridge, sflow_sub_id),
     }
 
 
@@ -150,8 +173,16 @@ def interface_columns(port):
 
 
 def bridge_columns(status):
-    """Bridge columns from a bridge/status reply."""
-    return {'datapath_id': _opt(status.get('datapath_id'))}
+    """Bridge columns from a bridge/status reply.
+
+    OVS has no error column for sFlow (it only logs); what the switch could
+    not use of the sFlow row goes into Bridge status:sflow, so that
+    `ovs-vsctl get bridge BR status` shows it.
+    """
+    sflow = status.get('sflow') or {}
+    errors = sflow.get('errors') or []
+    return {'datapath_id': _opt(status.get('datapath_id')),
+            'status': {'sflow': '; '.join(errors)} if errors else {}}
 
 
 def controller_columns(controller):

@@ -9,7 +9,8 @@ switch process the WHOLE desired state of its bridge as one JSON document
      "controller_rate_limit": null, "controller_burst_limit": null,
      "ports": [{"name": "s1", "type": "internal", "ofport_request": null},
                {"name": "vx1", "type": "vxlan", "ofport_request": null,
-                "options": {"remote_ip": "10.0.0.2", "key": "42"}}, ...]}
+                "options": {"remote_ip": "10.0.0.2", "key": "42"}}, ...],
+     "sflow": null | {"targets": [...], "sampling": 64, ...}}   (sflow/config.py)
 
 This module turns it into changes of the running switch, live, as
 bridge_reconfigure() does: parse_desired() checks the document (a bad one
@@ -52,7 +53,8 @@ from collections import namedtuple
 from mnovs.dp.datapath import LOCAL_PORT
 from mnovs.dp.tap import TapPort
 from mnovs.dp.tunnel import TUNNEL_TYPES, TunnelConfigError, parse_tunnel_config
-from mnovs.ofagent.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
+from mnovs.openflow.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
+from mnovs.sflow.config import parse_options as parse_sflow
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ LOCAL_OFPORT_DB = 65534                 # LOCAL as OVS writes Interface.ofport
 DB_ROLES = {OFPCR_ROLE_EQUAL: 'other', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_SLAVE: 'slave'}
 
 Desired = namedtuple('Desired', 'datapath_id fail_mode protocols controllers '
-                                'controller_rate_limit controller_burst_limit ports')
+                                'controller_rate_limit controller_burst_limit ports sflow')
 # options: ((key, value), ...) sorted, of a tunnel port; () for the other types.
 PortSpec = namedtuple('PortSpec', 'name type ofport_request options', defaults=((),))
 
@@ -103,7 +105,8 @@ def parse_desired(text):
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError('bridge/apply: ports: a name appears twice')
-    return Desired(dpid, fail_mode, protocols, controllers, *limits, specs)
+    return Desired(dpid, fail_mode, protocols, controllers, *limits, specs,
+                   parse_sflow(doc.get('sflow')))
 
 
 def _is_hex(text):
@@ -206,6 +209,7 @@ class BridgeState:
         self.controller_errors = switch.set_controllers(desired.controllers)
         switch.set_controller_limits(desired.controller_rate_limit,
                                      desired.controller_burst_limit)
+        switch.set_sflow(desired.sflow)
         return ''
 
     def _reconcile_ports(self):
@@ -272,7 +276,8 @@ class BridgeState:
             if name not in ports:
                 ports[name] = {'ofport': -1, 'error': error}
         ofproto = switch.ofproto
-        return json.dumps({'datapath_id': f'{ofproto.dpid:016x}', 'ports': ports,
+        sflow = ofproto.sflow.status() if ofproto.sflow is not None else None
+        return json.dumps({'datapath_id': f'{ofproto.dpid:016x}', 'ports': ports, 'sflow': sflow,
                            'controllers': controller_status(ofproto, self.controller_errors,
                                                             switch.mgmt_target)},
                           sort_keys=True)

@@ -291,6 +291,9 @@ class VSwitchd:
     def set_controller_limits(self, rate_limit, burst_limit):
         self.ofproto.set_controller_limits(rate_limit, burst_limit)
 
+    def set_sflow(self, options):
+        self.ofproto.set_sflow(options)
+
     def _port_ready(self, port, events):
         # A port registered for reading that is reported writable has an
         # error pending (the link went down under it: ENETDOWN). Reading the
@@ -351,6 +354,7 @@ class VSwitchd:
         ctl.register('bridge/status', '', 0, 0, self.bridge.status)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
+        ctl.register('sflow/show', '', 0, 0, self._cmd_sflow_show)
         ctl.register('exit', '', 0, 0, self._cmd_exit)
 
     def _cmd_add_if(self, spec):
@@ -383,6 +387,10 @@ class VSwitchd:
     def _cmd_fdb_flush(self):
         self.normal.flush()
         return 'table successfully flushed'
+
+    def _cmd_sflow_show(self):
+        sflow = self.ofproto.sflow
+        return sflow.show() if sflow is not None else f'{self.name}: sFlow is not configured'
 
     def _cmd_trace(self, *args):
         if len(args) == 2 and args[0] != self.args.name:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mininet openvswitch-switch openvswitch-testcontroller iperf3 iperf
               telnet iputils-ping ethtool tcpdump tshark bridge-utils iproute2
-              psmisc python3-venv python3-pip)
+              psmisc python3-venv python3-pip pmacct)
 
 if [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root (Mininet needs it): sudo make install" >&2

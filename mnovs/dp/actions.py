@@ -15,6 +15,12 @@ The slow path (xlate) produces odp actions, a tuple of tuples run in order:
                                         caches again, re-parsed (always the last action)
     ('set_tunnel', TunnelSpec)          dp.set_tunnel(spec): the outer header of the
                                         next outputs to tunnel ports (dp/tunnel.py)
+    ('sample', probability, actions)    run the nested actions on a
+                                        probability/UINT32_MAX share of packets
+    ('push_pbb', itag)                  put an 802.1ah backbone header in front
+    ('pop_pbb',)                        remove the backbone header
+    ('copy_ttl_in',)                    top MPLS TTL -> the next entry's or IP's
+    ('copy_ttl_out',)                   the next entry's or IP's TTL -> top MPLS TTL
 
 validate_actions() checks their shape; the slow path's translations are
 checked against it in tests, and execute() trusts its input (an invalid
@@ -38,11 +44,13 @@ returns, so execute() never writes to it and keeps no reference to it:
 - Checksums stay valid. set_masked on L3/L4 fields updates the IPv4 header
   checksum and the TCP/UDP/ICMPv6 checksum incrementally (RFC 1624), in the
   ones'-complement arithmetic of offload.ones_sum (a delta of (new - old) mod
-  0xFFFF, shifted by 8 bits when the field ends on an odd byte). When
-  F_NEEDS_CSUM points csum_start at the transport header, its checksum field
-  holds the *uncomplemented* pseudo-header sum: an address change is added to
-  it rather than to its complement, and a port change leaves it alone (ports
-  are not in the pseudo-header; the kernel sums them later). A UDP checksum
+  0xFFFF, shifted by 8 bits when the field ends on an odd byte); likewise
+  the ICMPv4 and ICMPv6 checksums after a type, code, ND target or ND
+  option rewrite. When F_NEEDS_CSUM points csum_start at the transport
+  header, its checksum field holds the *uncomplemented* pseudo-header sum:
+  an address change is added to it rather than to its complement, and a
+  port, type, code or ND change leaves it alone (they are not in the
+  pseudo-header; the kernel sums them later). A UDP checksum
   of 0 means "none" and stays 0. SCTP's CRC32c covers no pseudo-header and
   does not update incrementally: a port change recomputes it (table-driven,
   ~0.1 us per byte in Python; port rewriting of SCTP is rare).
@@ -69,20 +77,45 @@ returns, so execute() never writes to it and keeps no reference to it:
   with offload work pending goes the software way; segment() cannot see
   through a label to cut a GSO frame, so that one is dropped, counted
   'mpls-offload' in dp.drops.
+- PBB (802.1ah). push_pbb puts B-DA, B-SA (copies of the frame's own
+  addresses, OF1.3 5.12.1), the Ethertype 0x88e7 and the 4-byte I-TAG TCI
+  it is given (I-PCP, I-DEI, UCA, I-SID) in front of the whole frame, which
+  becomes the payload, tags and all. Like push_mpls it first finishes
+  pending offloads in software (the kernel cannot segment through a
+  backbone header). pop_pbb removes everything up to the end of the I-TAG
+  (any B-TAG with it) and moves the vnet offsets, as pop_vlan does.
+- MPLS TTL copies. copy_ttl_in writes the top entry's TTL into the next
+  entry, or into the IP header under the bottom one (TTL or hop limit, the
+  IPv4 checksum updated); copy_ttl_out copies the other way.
 - Meters. ('meter', id) runs the packet through dp.meters (meter.py, token
   buckets) with its frame length; a GSO frame counts as the wire packets it
   will become. A band that drops ends the action list, counted 'meter' in
   dp.drops (OVS's datapath_drop_meter). An unknown meter passes, as in OVS.
+- Sample. ('sample', probability, nested) counts the packet in
+  dp.sample_pool, draws a 32-bit random number and runs the nested actions
+  only if it is <= probability (OVS's OVS_ACTION_ATTR_SAMPLE; UINT32_MAX
+  always runs them). The nested actions see the packet as it is and their
+  changes do not reach the actions after the sample (copy-on-write sees the
+  outer packet as the one to copy). The sFlow shape, a lone userspace
+  action, queues the upcall directly, its userdata followed by the sample
+  pool (sample.POOL), and counts in dp.sample_lost a sample the full upcall
+  queue refused (sFlow's `drops`). See sample.py for the
+  same without the interpreter.
 - Malformed frames never raise. Every setter locates its header with
   offload.frame_layout and checks bounds before writing; on a truncated
   frame, or one without the field (tp_src on ARP), the action does nothing.
 
 Fields: eth_src, eth_dst, vlan_tci (outer tag present), mpls_lse (top
-entry), nw_src/nw_dst (IPv4, or the ARP spa/tpa of an Ethernet/IPv4 ARP
-frame), nw_tos, nw_ttl (IPv4 or IPv6 traffic class/hop limit), ipv6_src,
-ipv6_dst, ipv6_label, tp_src, tp_dst (TCP, UDP, SCTP), arp_op, arp_sha,
-arp_tha. An IPv6 routing header is not
-consulted: the pseudo-header is taken to hold ipv6_dst.
+entry), pbb_itag (the I-TAG TCI of a PBB frame), nw_src/nw_dst (IPv4, or
+the ARP spa/tpa of an Ethernet/IPv4 ARP frame), nw_tos, nw_ttl (IPv4 or
+IPv6 traffic class/hop limit), ipv6_src, ipv6_dst, ipv6_label, tp_src,
+tp_dst (TCP, UDP, SCTP ports; ICMP and ICMPv6 type and code, the ICMP
+checksum updated: ICMPv4's covers no pseudo-header, ICMPv6's does),
+arp_op, arp_sha and arp_tha (ARP addresses, or in a neighbour solicitation
+or advertisement the first source or target link-layer address option;
+absent, nothing is written), nd_target (ND target, with the ICMPv6
+checksum). An IPv6 routing header is not consulted: the pseudo-header is
+taken to hold ipv6_dst.
 
 Cost: an output-only list costs one dict lookup per action and no copy. A
 modifying action costs one copy of the packet (up to 64 KB for a GSO frame,
@@ -97,6 +130,7 @@ labelled TCP at a few Gbit/s instead of the kernel's speed.
 import struct
 from time import monotonic
 
+from mnovs.dp.sample import POOL, UINT32_MAX, getrandbits
 from mnovs.dp.offload import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, F_NEEDS_CSUM,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_TPIDS,
@@ -112,6 +146,12 @@ _VLAN_TAG = struct.Struct('!HH')    # TPID, TCI
 _ARP_ETH_IPV4 = bytes((0, 1, 8, 0, 6, 4))   # htype 1, ptype IPv4, hlen 6, plen 4
 _PUSH_TPIDS = (0x8100, 0x88A8)
 _MPLS_TYPES = (0x8847, 0x8848)      # unicast, multicast
+_ETH_TYPE_PBB = 0x88E7              # 802.1ah I-TAG
+_PBB_TAG = struct.Struct('!HI')     # Ethertype, I-TAG TCI (after the B-DA and B-SA)
+_PBB_HEADER_LEN = 18                # B-DA, B-SA, Ethertype, I-TAG TCI
+_IPPROTO_ICMP = 1
+_ND_TYPES = (135, 136)              # neighbour solicitation, advertisement
+_ND_OPT_SLL, _ND_OPT_TLL = 1, 2
 _PLAIN_VNET = bytes(VNET_HDR_LEN)   # no checksum or segmentation left to do
 
 # Verdicts an exec_* function returns to end the action list.
@@ -210,6 +250,73 @@ def exec_pop_mpls(dp, pkt, action):
     return None
 
 
+def exec_push_pbb(dp, pkt, action):
+    # The backbone header goes in front of the whole frame; its B-DA and B-SA
+    # are the frame's own addresses (OF1.3 5.12.1). Offloads are finished
+    # first, for the reason given for push_mpls.
+    if pkt[0] & F_NEEDS_CSUM or pkt[1]:
+        return _SOFTWARE_OFFLOAD
+    if len(pkt) >= ETH + 14:
+        pkt[ETH:ETH] = pkt[ETH:ETH + 12] + _PBB_TAG.pack(_ETH_TYPE_PBB, action[1])
+    return None
+
+
+def exec_pop_pbb(dp, pkt, action):
+    at = _eth_type_at(pkt)
+    if not at or len(pkt) < at + 6 + 14 or (pkt[at] << 8 | pkt[at + 1]) != _ETH_TYPE_PBB:
+        return
+    end = at + 6                    # the customer frame starts after the I-TAG
+    del pkt[ETH:end]
+    if pkt[0] & F_NEEDS_CSUM or pkt[1]:
+        _shift_vnet(pkt, ETH - end)
+
+
+def exec_copy_ttl_in(dp, pkt, action):
+    ttl_at = _mpls_ttl_at(pkt)
+    if ttl_at:
+        _put_ttl(pkt, ttl_at, pkt[ttl_at])
+
+
+def exec_copy_ttl_out(dp, pkt, action):
+    ttl_at = _mpls_ttl_at(pkt)
+    if ttl_at:
+        inner = _inner_ttl_at(pkt, ttl_at)
+        if inner:
+            pkt[ttl_at] = pkt[inner]
+
+
+def _mpls_ttl_at(pkt):
+    """Return the offset of the top MPLS entry's TTL byte; 0 if not MPLS."""
+    at = _eth_type_at(pkt)
+    if at and len(pkt) >= at + 6 and (pkt[at] << 8 | pkt[at + 1]) in _MPLS_TYPES:
+        return at + 5
+    return 0
+
+
+def _inner_ttl_at(pkt, ttl_at):
+    """The TTL under the top label: the next entry's, or the IP header's at the bottom."""
+    n = len(pkt)
+    if not pkt[ttl_at - 1] & 1:                         # not bottom of stack
+        return ttl_at + 4 if n > ttl_at + 4 else 0
+    version = pkt[ttl_at + 1] >> 4 if n > ttl_at + 1 else 0
+    if version == 4 and n >= ttl_at + 21:
+        return ttl_at + 9
+    if version == 6 and n >= ttl_at + 41:
+        return ttl_at + 8
+    return 0
+
+
+def _put_ttl(pkt, ttl_at, ttl):
+    """Write ttl under the label whose TTL byte is at ttl_at (an IPv4 one with its checksum)."""
+    inner = _inner_ttl_at(pkt, ttl_at)
+    if not inner:
+        return
+    old = pkt[inner]
+    pkt[inner] = ttl
+    if inner == ttl_at + 9:                             # IPv4: TTL is a high byte
+        _csum_adjust(pkt, ttl_at + 11, (ttl - old) << 8)
+
+
 def exec_meter(dp, pkt, action):
     length = len(pkt) - ETH
     packets = 1
@@ -229,6 +336,18 @@ def exec_hash(dp, pkt, action):
 
 def exec_recirc(dp, pkt, action):
     dp.recirculate(pkt, action[1])
+
+
+def exec_sample(dp, pkt, action):
+    dp.sample_pool += 1
+    if action[1] != UINT32_MAX and getrandbits(32) > action[1]:
+        return
+    nested = action[2]
+    if len(nested) == 1 and nested[0][0] == 'userspace':
+        if not dp.userspace(pkt, nested[0][1] + POOL.pack(dp.sample_pool)):
+            dp.sample_lost += 1
+    else:
+        execute(dp, pkt, nested)
 
 
 def exec_set_masked(dp, pkt, action):
@@ -358,12 +477,76 @@ def set_tp_port(pkt, at, value, mask):
         _put(pkt, l4 + at, 2, value, mask)
         _sctp_recompute(pkt, eth_type, l3, l4)
         return
+    elif (proto == _IPPROTO_ICMP and eth_type == ETH_TYPE_IP or proto == IPPROTO_ICMPV6) \
+            and n >= l4 + 4:
+        _set_icmp(pkt, l4, at >> 1, value, mask)
+        return
     else:
         return
     old, new = _put(pkt, l4 + at, 2, value, mask)
     if _is_partial(pkt, l4) or proto == IPPROTO_UDP and not pkt[csum_at] | pkt[csum_at + 1]:
         return
     _csum_adjust(pkt, csum_at, new - old)
+
+
+def _set_icmp(pkt, l4, byte, value, mask):
+    """Write an ICMP type (byte 0) or code (byte 1), the key's tp_src/tp_dst.
+
+    Neither is in a pseudo-header: a partial ICMPv6 sum stays as it is.
+    """
+    old, new = _put(pkt, l4 + byte, 1, value & 0xFF, mask & 0xFF)
+    if not _is_partial(pkt, l4):
+        _csum_adjust(pkt, l4 + 2, new - old << 8 * (1 - byte))
+
+
+def set_lla(pkt, arp_at_opt, value, mask):
+    """Write arp_sha/arp_tha: an ARP address, or an ND link-layer address option."""
+    layout = frame_layout(pkt)
+    if layout is None:
+        return
+    eth_type, l3, proto, l4 = layout
+    arp_at, opt_type = arp_at_opt
+    if eth_type == ETH_TYPE_ARP and _is_ipv4_arp(pkt, l3):
+        _put(pkt, l3 + arp_at, 6, value, mask)
+    elif proto == IPPROTO_ICMPV6:
+        at = _nd_option(pkt, l3, l4, opt_type)
+        if at:
+            old, new = _put(pkt, at, 6, value, mask)
+            if not _is_partial(pkt, l4):
+                _csum_adjust(pkt, l4 + 2, new - old)
+
+
+def set_nd_target(pkt, _, value, mask):
+    layout = frame_layout(pkt)
+    if layout is None or layout[2] != IPPROTO_ICMPV6:
+        return
+    l4 = layout[3]
+    if len(pkt) >= l4 + 24 and pkt[l4] in _ND_TYPES:
+        old, new = _put(pkt, l4 + 8, 16, value, mask)
+        if not _is_partial(pkt, l4):
+            _csum_adjust(pkt, l4 + 2, new - old)
+
+
+def _nd_option(pkt, l3, l4, opt_type):
+    """Offset of the address in the first opt_type option of an ND packet; 0 if none."""
+    if len(pkt) < l4 + 24 or pkt[l4] not in _ND_TYPES:
+        return 0
+    end = min(len(pkt), l3 + 40 + (pkt[l3 + 4] << 8 | pkt[l3 + 5]))
+    at = l4 + 24
+    while at + 8 <= end:
+        length = pkt[at + 1] << 3
+        if not length:
+            return 0
+        if pkt[at] == opt_type and length == 8:
+            return at + 2
+        at += length
+    return 0
+
+
+def set_pbb_itag(pkt, _, value, mask):
+    at = _eth_type_at(pkt)
+    if at and len(pkt) >= at + 6 and (pkt[at] << 8 | pkt[at + 1]) == _ETH_TYPE_PBB:
+        _put(pkt, at + 2, 4, value, mask)
 
 
 def _is_ipv4_arp(pkt, l3):
@@ -452,6 +635,11 @@ _ACTIONS = {
     'hash': (exec_hash, False, 2),
     'recirc': (exec_recirc, False, 2),
     'set_tunnel': (exec_set_tunnel, False, 2),
+    'sample': (exec_sample, False, 3),
+    'push_pbb': (exec_push_pbb, True, 2),
+    'pop_pbb': (exec_pop_pbb, True, 1),
+    'copy_ttl_in': (exec_copy_ttl_in, True, 1),
+    'copy_ttl_out': (exec_copy_ttl_out, True, 1),
 }
 
 # field: (width in bytes, setter, setter's constant)
@@ -470,8 +658,10 @@ _FIELDS = {
     'tp_src': (2, set_tp_port, 0),
     'tp_dst': (2, set_tp_port, 2),
     'arp_op': (2, set_arp, (6, 2)),
-    'arp_sha': (6, set_arp, (8, 6)),
-    'arp_tha': (6, set_arp, (18, 6)),
+    'arp_sha': (6, set_lla, (8, _ND_OPT_SLL)),     # ARP sha offset, ND option type
+    'arp_tha': (6, set_lla, (18, _ND_OPT_TLL)),
+    'nd_target': (16, set_nd_target, None),
+    'pbb_itag': (4, set_pbb_itag, None),
 }
 
 
@@ -514,8 +704,13 @@ def validate_actions(actions):
             _check_uint(action[1], 32, 'recirc id')
         elif name == 'set_tunnel':
             _check_tunnel_spec(action[1])
+        elif name == 'push_pbb':
+            _check_uint(action[1], 32, 'push_pbb I-TAG')
         elif name == 'userspace' and not isinstance(action[1], bytes):
             raise ValueError(f'userspace userdata must be bytes: {action[1]!r}')
+        elif name == 'sample':
+            _check_uint(action[1], 32, 'sample probability')
+            validate_actions(action[2])
 
 
 def _check_tunnel_spec(spec):

@@ -65,7 +65,8 @@ Cost per packet on a hit: no receive system call (frames arrive in a
 PACKET_MMAP ring, see netdev.py), flow_extract, one dict lookup in the EMC,
 a few counter updates, one send per output port. A flow whose actions
 are only outputs keeps the Port objects ready (`Megaflow.fast_outs`) and skips
-the generic action interpreter. A packet is a view into its
+the generic action interpreter; an sFlow sample before them joins the tuple
+as a SampleTap (sample.py). A packet is a view into its
 ring slot, which goes back to the kernel as soon as the packet is handled:
 nothing may keep a reference to it (copy with bytes() to keep it).
 """
@@ -85,6 +86,7 @@ from mnovs.dp.netdev import (RING_FRAME_SIZE, RING_FRAMES, STATUS, TP_STATUS_KER
                              TP_STATUS_USER, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
                              TPACKET2_HDR, Port, restore_vlan_tag)
 from mnovs.dp.offload import VNET_HDR_LEN
+from mnovs.dp.sample import SampleTap
 from mnovs.dp.tap import TapPort
 from mnovs.dp.tunnel import TUNNEL_TYPES
 from mnovs.dp.vxlan import (ANC_SIZE, DROP_NO_SOURCE, DROP_NO_SPEC, RX_BUF_HEADROOM,
@@ -169,6 +171,8 @@ class Datapath:
         self.malformed = {}                 # flow_extract error -> count
         self.recoveries = {}                # reason -> count (rx-ring-reset, ...)
         self.upcall_errors = RateLimitedLog(log)
+        self.sample_pool = 0                # packets that met a sample action
+        self.sample_lost = 0                # samples the upcall queue refused
 
     # --- ports -------------------------------------------------------------
 
@@ -242,7 +246,7 @@ class Datapath:
         if len(self.classifier) >= self.flow_limit:
             self._evict(now)
         flow = Megaflow(key, mask, actions, now)
-        flow.fast_outs = self._fast_outs(actions)
+        flow.fast_outs = self._fast_outs(actions, exact_in_port(key, mask))
         flow.ukey = ukey
         replaced = self.classifier.insert(flow)
         if replaced is not None and self.flow_deleted is not None:
@@ -268,16 +272,23 @@ class Datapath:
         """Return a list of the megaflows (stable while the caller edits)."""
         return list(self.classifier)
 
-    def _fast_outs(self, actions):
-        """What to send to directly if the actions are only outputs.
+    def _fast_outs(self, actions, in_port=None):
+        """What to send to directly if the actions are only outputs (and sFlow samples).
 
         An output to a tunnel port after a set_tunnel becomes that port's
         TunnelOutput for the spec (it has the same send(packet)); an output
         to a tunnel without one is left to the generic path, which counts it.
+        A sample becomes a SampleTap (sample.py) when the flow has one in_port.
         """
         outs = []
         spec = None
         for action in actions:
+            if action[0] == 'sample' and in_port is not None:
+                tap = SampleTap.of(self, action, in_port)
+                if tap is None:
+                    return None
+                outs.append(tap)
+                continue
             if action[0] == 'set_tunnel':
                 spec = action[1]
                 continue
@@ -586,6 +597,9 @@ class Datapath:
 
         A queue exists only while it holds upcalls (a packet-out may name
         any in_port: empty queues must not pile up).
+
+        Returns:
+            True if queued, False if lost (counted).
         """
         queue = self.upcall_queues.get(in_port)
         if queue is None:
@@ -596,10 +610,11 @@ class Datapath:
             self.count_drop('upcall-queue-full', 1)
             if not queue:
                 del self.upcall_queues[in_port]
-            return
+            return False
         queue.append((kind, bytes(packet), arg))
         self.n_queued += 1
         self.queued_bytes += len(packet)
+        return True
 
     def handle_upcalls(self, budget=UPCALL_BATCH):
         """Handle up to `budget` queued upcalls, one per input port in turn.
@@ -761,10 +776,11 @@ class Datapath:
         self.out_tunnel = spec
 
     def userspace(self, packet, userdata):
+        """Queue a `userspace` upcall; return whether it was queued."""
         if self.userspace_cb is None:
             self.count_drop('no-userspace-handler', 1)
-            return
-        self._queue_upcall(self.exec_in_port, ACTION, packet, userdata)
+            return False
+        return self._queue_upcall(self.exec_in_port, ACTION, packet, userdata)
 
     def activity(self):
         """A number that changes whenever a megaflow's stats may have changed."""
@@ -820,6 +836,13 @@ def next_user_slot(ring, n_slots, slot):
         if STATUS.unpack_from(ring, candidate * RING_FRAME_SIZE)[0] & TP_STATUS_USER:
             return candidate
     return None
+
+
+def exact_in_port(key, mask):
+    """The in_port a megaflow matches exactly, or None if its mask is partial there."""
+    if mask[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN] != b'\xff' * IN_PORT_LEN:
+        return None
+    return int.from_bytes(key[IN_PORT_AT:IN_PORT_AT + IN_PORT_LEN], 'big')
 
 
 def flow_uses_port(flow, port_no):

@@ -1,6 +1,6 @@
 """Flow keys: what the datapath's caches match a packet on (OVS lib/flow.c).
 
-A flow key is a fixed-layout bytes string of KEY_LEN (136) bytes, the fields
+A flow key is a fixed-layout bytes string of KEY_LEN (140) bytes, the fields
 of FLOW_FIELDS packed big-endian with no padding, much as OVS's struct flow.
 A megaflow mask has the same layout, so masking a key is one integer AND:
 
@@ -11,8 +11,8 @@ and any bytes-keyed dict (microflow cache, subtable) can hold keys as they come.
     metadata:  recirc_id I | dp_hash I | tun_id Q | tun_src 4s | tun_dst 4s
                tun_tos B | tun_ttl B | tun_flags H | in_port I
     packet:    eth_dst 6s | eth_src 6s | eth_type H | vlan_tpid H | vlan_tci H
-               mpls_lse I | nw_src 4s | nw_dst 4s | ipv6_src 16s | ipv6_dst 16s
-               ipv6_label I | nw_proto B | nw_tos B | nw_ttl B | nw_frag B
+               mpls_lse I | pbb_itag I | nw_src 4s | nw_dst 4s | ipv6_src 16s
+               ipv6_dst 16s | ipv6_label I | nw_proto B | nw_tos B | nw_ttl B | nw_frag B
                tp_src H | tp_dst H | tcp_flags H | arp_sha 6s | arp_tha 6s
                nd_target 16s
 
@@ -42,7 +42,9 @@ Invariants:
   packet's source/target link-layer address options.
 
 What is extracted: Ethernet II and 802.3; one 802.1Q/802.1ad tag (more are
-skipped); MPLS top label stack entry (parsing stops there); Ethernet/IPv4
+skipped); MPLS top label stack entry (parsing stops there); the 802.1ah
+I-TAG of a PBB frame (parsing stops there too: the customer frame behind it
+is payload, as the MPLS payload is); Ethernet/IPv4
 ARP; IPv4 (options skipped, L4 bounded by the total length); IPv6 with
 hop-by-hop, routing, destination options, fragment and AH extension headers
 (nw_proto is the header after them); TCP, UDP, SCTP ports; TCP flags; ICMP;
@@ -72,6 +74,7 @@ ETH_TYPE_VLAN_8021AD = 0x88a8
 ETH_TYPE_IPV6 = 0x86dd
 ETH_TYPE_MPLS = 0x8847
 ETH_TYPE_MPLS_MCAST = 0x8848
+ETH_TYPE_PBB = 0x88e7           # 802.1ah backbone service instance tag (I-TAG)
 ETH_TYPE_MIN = 0x0600           # smaller type fields are 802.3 lengths
 FLOW_DL_TYPE_NONE = 0x05ff      # eth_type of an 802.3 frame
 
@@ -96,6 +99,7 @@ ND_OPT_TLL = 2                  # target link-layer address option
 ERR_RUNT = 'runt'
 ERR_TRUNCATED_VLAN = 'truncated-vlan'
 ERR_TRUNCATED_MPLS = 'truncated-mpls'
+ERR_TRUNCATED_PBB = 'truncated-pbb'
 ERR_TRUNCATED_ARP = 'truncated-arp'
 ERR_TRUNCATED_IPV4 = 'truncated-ipv4'
 ERR_BAD_IHL = 'bad-ihl'
@@ -138,6 +142,7 @@ FLOW_FIELDS = MD_FIELDS + (
     ('vlan_tpid', 'H'),     # outer tag: 0x8100 or 0x88a8; 0 if untagged
     ('vlan_tci', 'H'),      # pcp<<13 | VLAN_CFI | vid; 0 if untagged
     ('mpls_lse', 'I'),      # top label stack entry as on the wire
+    ('pbb_itag', 'I'),      # 802.1ah I-TAG TCI as on the wire: pcp 3|dei 1|uca 1|res 3|isid 24
     ('nw_src', '4s'),       # IPv4 source, ARP spa
     ('nw_dst', '4s'),       # IPv4 destination, ARP tpa
     ('ipv6_src', '16s'),
@@ -156,7 +161,7 @@ FLOW_FIELDS = MD_FIELDS + (
 )
 FLOW_KEY = struct.Struct('!' + ''.join(code for _, code in FLOW_FIELDS))
 KEY_LEN = FLOW_KEY.size
-assert KEY_LEN == 136
+assert KEY_LEN == 140
 # What flow_extract packs: the metadata as one ready-made field, then the packet's fields.
 _EXTRACTED = struct.Struct(f'!{MD_LEN}s' + ''.join(code for _, code in FLOW_FIELDS[len(MD_FIELDS):]))
 assert _EXTRACTED.size == KEY_LEN
@@ -227,7 +232,7 @@ def flow_extract(frame, md):
     eth_dst, eth_src, eth_type = _unpack_eth(frame)
     off = 14
     err = None
-    vlan_tpid = vlan_tci = mpls_lse = ipv6_label = 0
+    vlan_tpid = vlan_tci = mpls_lse = pbb_itag = ipv6_label = 0
     nw_proto = nw_tos = nw_ttl = nw_frag = tp_src = tp_dst = tcp_flags = 0
     nw_src = nw_dst = _Z4
     arp_sha = arp_tha = _Z6
@@ -320,6 +325,11 @@ def flow_extract(frame, md):
             mpls_lse, = _BE32.unpack_from(frame, off)
         else:
             err = ERR_TRUNCATED_MPLS
+    elif eth_type == ETH_TYPE_PBB:
+        if size - off >= 4:
+            pbb_itag, = _BE32.unpack_from(frame, off)
+        else:
+            err = ERR_TRUNCATED_PBB
     elif eth_type < ETH_TYPE_MIN:
         eth_type = FLOW_DL_TYPE_NONE
 
@@ -363,7 +373,7 @@ def flow_extract(frame, md):
                         err = nd_err
 
     return _pack_key(md, eth_dst, eth_src, eth_type, vlan_tpid, vlan_tci,
-                     mpls_lse, nw_src, nw_dst, ipv6_src, ipv6_dst, ipv6_label,
+                     mpls_lse, pbb_itag, nw_src, nw_dst, ipv6_src, ipv6_dst, ipv6_label,
                      nw_proto, nw_tos, nw_ttl, nw_frag, tp_src, tp_dst,
                      tcp_flags, arp_sha, arp_tha, nd_target), err
 

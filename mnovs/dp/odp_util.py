@@ -10,7 +10,10 @@ datapath flows, so that output can be read, diffed and grepped beside OVS's:
 A flow key (see flow.py) is flat; OVS's syntax groups fields into attributes
 chosen by the packet's protocols: ipv4() or ipv6() or arp() or mpls() by
 eth_type, then tcp()/udp()/sctp()/icmp()/icmpv6() by nw_proto (none for later
-fragments), then tcp_flags() or nd().  A tagged key prints its outer tag
+fragments), then tcp_flags() or nd(). A PBB key (eth_type 0x88e7) prints
+its I-TAG as pbb(isid=..,pcp=..,dei=..,uca=..), and the actions push_pbb(...),
+pop_pbb, copy_ttl_in and copy_ttl_out print in the same spirit: OVS has no
+syntax for them, since it has no such datapath actions.  A tagged key prints its outer tag
 OVS-style: eth_type(0x8100),vlan(vid=10,pcp=0),encap(eth_type(0x0800),...).
 An untagged key prints no vlan(), as OVS does. Packet metadata comes first,
 in OVS's order: recirc_id(), dp_hash(), tunnel(tun_id=..,src=..,dst=..,
@@ -29,15 +32,23 @@ Printing rules, as OVS's non-verbose format:
   so that no masked bit is hidden (bar the untagged vlan match above).
   xlate should never produce one.
 
+Actions print as OVS prints them: '2,3', 'pop_vlan,1', set(ipv4(dst=...)),
+and sample(sample=0.2%,actions(userspace(pid=0,sFlow(vid=0,pcp=0,output=2))))
+for the sFlow sample; the sFlow cookie is defined here, as OVS's
+user_action_cookie is in odp-util.h.
+
 Formatting only; a parser for the same syntax is future work.
 """
 
 import socket
+import struct
+
+from mnovs.dp.sample import POOL
 
 from mnovs.dp.flow import (
     ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, ETH_TYPE_MPLS, ETH_TYPE_MPLS_MCAST,
-    ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER, FLOW_TNL_F_KEY,
-    IPPROTO_ICMP,
+    ETH_TYPE_PBB, ETH_TYPE_VLAN_8021Q, FIELD_SLICES, FLOW_FIELDS, FLOW_NW_FRAG_LATER,
+    FLOW_TNL_F_KEY, IPPROTO_ICMP,
     IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, ND_NEIGHBOR_ADVERT,
     ND_NEIGHBOR_SOLICIT, VLAN_CFI, key_fields, make_key, mask_key)
 
@@ -112,6 +123,18 @@ def _mpls(value, mask, full):
             f'ttl={ttl}/0x{mask & 0xff:x},bos={bos}/{(mask >> 8) & 1:x}')
 
 
+def _pbb(value, mask, full):
+    """Format an I-TAG TCI as isid=..,pcp=..,dei=..,uca=.. (the masked parts only)."""
+    parts = []
+    for label, shift, ones in (('isid', 0, 0xffffff), ('pcp', 29, 7), ('dei', 28, 1),
+                               ('uca', 27, 1)):
+        part_mask = mask >> shift & ones
+        if part_mask:
+            text = _c_hex(value >> shift & ones) if label == 'isid' else str(value >> shift & ones)
+            parts.append(f'{label}={text}' + ('' if part_mask == ones else f'/{_c_hex(part_mask)}'))
+    return ','.join(parts)
+
+
 _TNL_FLAG_NAMES = ('df', 'csum', 'key')      # FLOW_TNL_F_* bits 0, 1, 2
 
 
@@ -157,6 +180,7 @@ _ETH_TYPE = ('eth_type', (('', 'eth_type', _ethtype),))
 _VLAN_TPID = ('eth_type', (('', 'vlan_tpid', _ethtype),))
 _VLAN = ('vlan', (('', 'vlan_tci', _vlan),))
 _MPLS = ('mpls', (('', 'mpls_lse', _mpls),))
+_PBB = ('pbb', (('', 'pbb_itag', _pbb),))
 _IPV4 = ('ipv4', (('src', 'nw_src', _ip4), ('dst', 'nw_dst', _ip4),
                   ('proto', 'nw_proto', _dec), ('tos', 'nw_tos', _hex),
                   ('ttl', 'nw_ttl', _dec), ('frag', 'nw_frag', _frag)))
@@ -179,11 +203,11 @@ _ND = ('nd', (('target', 'nd_target', _ip6), ('sll', 'arp_sha', _mac),
               ('tll', 'arp_tha', _mac)))
 
 _L3 = {ETH_TYPE_IP: _IPV4, ETH_TYPE_IPV6: _IPV6, ETH_TYPE_ARP: _ARP,
-       ETH_TYPE_MPLS: _MPLS, ETH_TYPE_MPLS_MCAST: _MPLS}
+       ETH_TYPE_MPLS: _MPLS, ETH_TYPE_MPLS_MCAST: _MPLS, ETH_TYPE_PBB: _PBB}
 _L4 = {IPPROTO_TCP: (_TCP, _TCP_FLAGS), IPPROTO_UDP: (_UDP,), IPPROTO_SCTP: (_SCTP,)}
 
 # Where set_masked looks for a field when the key does not say (IPv4, TCP).
-_DEFAULT_ATTRS = (_IN_PORT, _ETH, _ETH_TYPE, _VLAN, _MPLS, _IPV4, _TCP, _TCP_FLAGS,
+_DEFAULT_ATTRS = (_IN_PORT, _ETH, _ETH_TYPE, _VLAN, _MPLS, _PBB, _IPV4, _TCP, _TCP_FLAGS,
                   _IPV6, _ARP, _ND)
 
 
@@ -291,10 +315,60 @@ def format_tunnel_spec(spec):
     return f'set(tunnel({",".join(parts)}))'
 
 
+# The userdata of an sFlow sample's userspace action (OVS's user_action_cookie
+# of type USER_ACTION_COOKIE_SFLOW): a tag, the output VLAN TCI, and the
+# flow sample's `output` field (an ifindex, or sFlow's dropped/multiple forms).
+SFLOW_COOKIE = struct.Struct('!cxHI')
+_SFLOW_TAG = b'S'
+
+
+def encode_sflow_cookie(vlan_tci, output):
+    return SFLOW_COOKIE.pack(_SFLOW_TAG, vlan_tci, output)
+
+
+def decode_sflow_cookie(userdata):
+    """(vlan_tci, output), or None if userdata is not an sFlow cookie."""
+    if len(userdata) != SFLOW_COOKIE.size or userdata[:1] != _SFLOW_TAG:
+        return None
+    return SFLOW_COOKIE.unpack(userdata)[1:]
+
+
+def decode_sflow_upcall(userdata):
+    """(vlan_tci, output, sample pool) of an sFlow sample's upcall, or None.
+
+    The sample action appends the pool at the draw to the cookie (sample.POOL).
+    """
+    if len(userdata) != SFLOW_COOKIE.size + POOL.size:
+        return None
+    cookie = decode_sflow_cookie(userdata[:SFLOW_COOKIE.size])
+    if cookie is None:
+        return None
+    return (*cookie, POOL.unpack_from(userdata, SFLOW_COOKIE.size)[0])
+
+
+def _format_userspace(userdata):
+    sflow = decode_sflow_cookie(userdata)
+    if sflow is not None:
+        tci, output = sflow
+        return f'userspace(pid=0,sFlow(vid={tci & 0xfff},pcp={tci >> 13},output={output}))'
+    return f'userspace(userdata({userdata.hex()}))' if userdata else 'userspace()'
+
+
+def _format_sample(probability, nested, key):
+    """OVS's sample(sample=P%,actions(...)), P with one decimal (1.6% for 1 in 64)."""
+    percent = 100.0 * probability / 0xffffffff
+    return f'sample(sample={percent:.1f}%,actions({format_actions(nested, key)}))'
+
+
 def _format_generic(action):
     args = ','.join(arg.hex() if isinstance(arg, (bytes, bytearray)) else str(arg)
                     for arg in action[1:])
     return f'{action[0]}({args})'
+
+
+# Actions without arguments, printed by name alone. OVS's datapath has no
+# PBB or TTL-copy actions; these names are mnovs's own.
+_BARE_ACTIONS = ('pop_pbb', 'copy_ttl_in', 'copy_ttl_out')
 
 
 def format_actions(actions, key=None):
@@ -330,10 +404,16 @@ def format_actions(actions, key=None):
             texts.append(f'recirc({_c_hex(action[1])})')
         elif name == 'hash' and len(action) == 2:
             texts.append(f'hash(l4({action[1]}))')
+        elif name == 'push_pbb' and len(action) == 2:
+            texts.append(f'push_pbb({_pbb(action[1], 0xffffffff, 0xffffffff)})')
+        elif name in _BARE_ACTIONS and len(action) == 1:
+            texts.append(name)
         elif name == 'set_tunnel' and len(action) == 2:
             texts.append(format_tunnel_spec(action[1]))
         elif name == 'userspace' and len(action) == 2:
-            texts.append(f'userspace(userdata({action[1].hex()}))' if action[1] else 'userspace()')
+            texts.append(_format_userspace(action[1]))
+        elif name == 'sample' and len(action) == 3:
+            texts.append(_format_sample(action[1], action[2], key))
         elif (name == 'set_masked' and len(action) == 4 and action[1] in FIELD_SLICES
               and len(action[2]) == len(action[3]) == FIELD_SLICES[action[1]][1]):
             texts.append(_format_set_masked(*action[1:], context))

@@ -36,7 +36,7 @@ import zlib
 
 from mnovs.dp.flow import KEY_LEN
 from mnovs.ofagent.match import fields_bits
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPET_GROUP_MOD_FAILED, OFPG_ALL, OFPG_ANY, OFPG_MAX, OFPGC_ADD, OFPGC_DELETE,
     OFPGC_MODIFY, OFPGMFC_BAD_COMMAND, OFPGMFC_BAD_TYPE, OFPGMFC_BAD_WATCH,
     OFPGMFC_CHAINED_GROUP, OFPGMFC_GROUP_EXISTS, OFPGMFC_INVALID_GROUP, OFPGMFC_LOOP,

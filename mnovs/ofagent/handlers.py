@@ -27,11 +27,11 @@ import logging
 import time
 
 from mnovs.dp.flow import flow_extract, md_of
-from mnovs.ofagent import codec
-from mnovs.ofagent.codec import (
+from mnovs.openflow import codec
+from mnovs.openflow.codec import (
     BarrierReply, EchoReply, FeaturesReply, GetAsyncReply, GetConfigReply, MultipartReply,
     QueueGetConfigReply, RoleReply)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_HEADER, OFP_NO_BUFFER, OFP_VERSION, OFPBRC_BAD_TYPE, OFPBRC_EPERM, OFPBRC_IS_SLAVE,
     OFPC_FLOW_STATS, OFPC_FRAG_MASK, OFPC_FRAG_NORMAL, OFPC_GROUP_STATS, OFPC_PORT_STATS,
     OFPC_QUEUE_STATS, OFPC_TABLE_STATS, OFPCR_ROLE_MASTER, OFPCR_ROLE_NOCHANGE,

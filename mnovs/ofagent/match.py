@@ -5,9 +5,9 @@ To classify packets, table.py needs it in the datapath's terms: which bits of
 a flow key (mnovs/dp/flow.py) must hold which values.  compile_match() turns
 the dict into one (value, mask) pair of ints over an *extended key*:
 
-    bit 1151 ....... 1088 | 1087 ................................... 0
+    bit 1183 ....... 1120 | 1119 ................................... 0
     +---------------------+------------------------------------------+
-    |      metadata       |  flow key (136 bytes, as                 |
+    |      metadata       |  flow key (140 bytes, as                 |
     |  (pipeline state)   |  int.from_bytes(key, 'big'))             |
     +---------------------+------------------------------------------+
 
@@ -31,7 +31,8 @@ Field mapping (OXM -> flow-key field, bits):
 - arp_sha/tha and ipv6_nd_sll/tll -> arp_sha/arp_tha; ipv6_nd_target ->
   nd_target; ipv6_src/dst; ipv6_flabel -> ipv6_label.
 - mpls_label/tc/bos -> mpls_lse bits 12-31 / 9-11 / 8.
-- in_phy_port, pbb_isid, ipv6_exthdr have no key field: OFPBMC_BAD_FIELD.
+- pbb_isid -> pbb_itag bits 0-23 (the I-SID of the 802.1ah I-TAG).
+- in_phy_port, ipv6_exthdr have no key field: OFPBMC_BAD_FIELD.
 
 Validation (field known, mask allowed, value in range, value within mask,
 prerequisites present) is oxm.validate_match's, run again here so that any
@@ -46,9 +47,9 @@ chains (tcp_src needs ip_proto=6, which needs eth_type 0x0800 or 0x86dd).
 """
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_VALUE, OFPET_BAD_MATCH, OFPVID_PRESENT, OFPError)
-from mnovs.ofagent.oxm import OXM_BY_NAME, validate_match
+from mnovs.openflow.oxm import OXM_BY_NAME, validate_match
 
 KEY_BITS = KEY_LEN * 8
 KEY_ONES = (1 << KEY_BITS) - 1
@@ -117,6 +118,7 @@ _OXM_KEY_FIELDS = {
     'mpls_label': ('mpls_lse', 12, 20),
     'mpls_tc': ('mpls_lse', 9, 3),
     'mpls_bos': ('mpls_lse', 8, 1),
+    'pbb_isid': ('pbb_itag', 0, 24),
 }
 
 # OXM field -> (shift in the extended key, number of bits).
@@ -154,13 +156,26 @@ PREREQS = {name: _with_union(_prereq_alternatives(name)) for name in OXM_BITS}
 # Fields set_field can rewrite in a packet -> (key bits, shift, prerequisite).
 # vlan_vid writes the 12-bit VID of a tag the packet has (OFPVID_PRESENT in
 # the value is ignored; an untagged packet is left alone, as OVS does for
-# OF1.2+); transport ports also need a header, so not a later fragment;
-# metadata is pipeline state, handled by xlate itself.
-_SETTABLE = ('tunnel_id', 'tun_ipv4_src', 'tun_ipv4_dst', 'eth_dst', 'eth_src', 'vlan_vid', 'vlan_pcp', 'ip_dscp', 'ip_ecn',
-             'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst',
-             'sctp_src', 'sctp_dst', 'arp_op', 'arp_spa', 'arp_tpa', 'arp_sha', 'arp_tha',
-             'ipv6_src', 'ipv6_dst', 'ipv6_flabel', 'mpls_label', 'mpls_tc')
-_TRANSPORT = ('tcp_src', 'tcp_dst', 'udp_src', 'udp_dst', 'sctp_src', 'sctp_dst')
+# OF1.2+); transport ports and ICMP type/code also need their header, so
+# not a later fragment; metadata is pipeline state, handled by xlate itself.
+# The ND fields rewrite the target and the link-layer address options of a
+# neighbour solicitation (sll) or advertisement (tll, target of both).
+#
+# Refused, although OF1.3's OXM list allows them in a set_field (the codec
+# decodes them; table.check_actions answers OFPBAC_BAD_SET_TYPE, the spec's
+# error for a set_field type the switch does not support), as OVS refuses
+# them: eth_type and ip_proto name the header that follows, and writing
+# them would relabel those bytes as another protocol without converting
+# them (push/pop actions change eth_type, with the header); ipv6_exthdr is
+# a summary of the extension headers present, not a field of any one.
+_SETTABLE = ('tunnel_id', 'tun_ipv4_src', 'tun_ipv4_dst', 'eth_dst', 'eth_src', 'vlan_vid',
+             'vlan_pcp', 'ip_dscp', 'ip_ecn', 'ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst',
+             'udp_src', 'udp_dst', 'sctp_src', 'sctp_dst', 'icmpv4_type', 'icmpv4_code',
+             'arp_op', 'arp_spa', 'arp_tpa', 'arp_sha', 'arp_tha', 'ipv6_src', 'ipv6_dst',
+             'ipv6_flabel', 'icmpv6_type', 'icmpv6_code', 'ipv6_nd_target', 'ipv6_nd_sll',
+             'ipv6_nd_tll', 'mpls_label', 'mpls_tc', 'mpls_bos', 'pbb_isid')
+_L4_HEADER = ('tcp_src', 'tcp_dst', 'udp_src', 'udp_dst', 'sctp_src', 'sctp_dst',
+              'icmpv4_type', 'icmpv4_code', 'icmpv6_type', 'icmpv6_code')
 _LATER_FRAGMENT = field_bits('nw_frag', 2)      # FLOW_NW_FRAG_LATER
 
 
@@ -169,7 +184,7 @@ def _set_field_row(name):
     alternatives = _prereq_alternatives(name)
     if name == 'vlan_vid':                      # the VID of an existing tag
         nbits, alternatives = 12, _prereq_alternatives('vlan_pcp')
-    if name in _TRANSPORT:
+    if name in _L4_HEADER:
         alternatives = tuple((m | _LATER_FRAGMENT, v) for m, v in alternatives)
     return ((1 << nbits) - 1) << shift, shift, _with_union(alternatives)
 
@@ -186,7 +201,7 @@ def compile_match(match):
         (value, mask); value has no bit outside mask.
     Raises:
         OFPError(OFPET_BAD_MATCH, ...): see oxm.validate_match; BAD_FIELD for
-        in_phy_port, pbb_isid and ipv6_exthdr, BAD_VALUE for arp_op > 255.
+        in_phy_port and ipv6_exthdr, BAD_VALUE for arp_op > 255.
     """
     validate_match(match)
     value = mask = 0

@@ -20,9 +20,10 @@ packets. It meets the datapath at three points, as OVS's ofproto-dpif does:
 
 Statistics flow up (push_stats, OVS's revalidator "push"): every second, and
 before any reply that reports counters, each megaflow's packet and byte
-deltas are added to the rules and group buckets of its translation, and the
-rules' last-used time moves with the megaflow's. Idle timeouts therefore
-count packets that never left the datapath.
+deltas are added to the rules, tables (lookup and matched counts) and group
+buckets of its translation, and the rules' last-used time moves with the
+megaflow's. Idle timeouts therefore count packets that never left the
+datapath.
 
 Changes flow down (revalidate): a megaflow is translated again from its own
 key and deleted if its actions, mask, or the rules it credits changed. A
@@ -43,6 +44,13 @@ regimes flushes the datapath.
 Liveness: run_periodic probes every open connection (_probe, OVS's
 inactivity probe; see connection.py) and lets active targets reconnect.
 
+sFlow (set_sflow): the bridge's SflowAgent (mnovs.sflow.agent) is the
+translation context's `sflow` while it samples, so that every megaflow
+starts with the sample action (xlate.compose_sflow_action; in fail-open
+mode xlate_fail_open translates, and it gets it the same way); a userspace upcall with
+an sFlow cookie goes to the agent, and the agent ticks with run_periodic.
+A change of sFlow revalidates every megaflow.
+
 Message handling is in handlers.py; multipart replies in stats.py.
 """
 
@@ -52,15 +60,16 @@ import time
 
 from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import flow_extract, md_of
+from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
-from mnovs.ofagent import codec
+from mnovs.openflow import codec
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
-from mnovs.ofagent.messages import Port as PortDesc
+from mnovs.openflow.messages import Port as PortDesc
 from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.pinsched import PinSched
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
     OFPFF_SEND_FLOW_REM, OFPG_ALL, OFPGC_DELETE, OFPPC_PORT_DOWN, OFPP_LOCAL, OFPPF_10GB_FD,
@@ -68,7 +77,9 @@ from mnovs.ofagent.ofp import (
     OFPPS_LIVE, OFPTT_ALL, OFPError)
 from mnovs.ofagent.revalidator import affected_by, revalidate
 from mnovs.ofagent.table import Pipeline
-from mnovs.ofagent.xlate import XlateContext, credit_stats, decode_userdata, xlate
+from mnovs.ofagent.xlate import (XlateContext, credit_stats, decode_userdata, xlate,
+                                 xlate_fail_open)
+from mnovs.sflow.agent import SflowAgent
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +255,7 @@ class OFProto:
         self.pushed_activity = None         # dp.activity() at the last push_stats
         self.n_packet_in = 0                # packet-ins handed to connections
         self.n_packet_in_overflow = 0       # dropped: the connection was behind
+        self.sflow = None                   # SflowAgent while the bridge has sFlow
 
     # --- controllers ---------------------------------------------------------
 
@@ -407,6 +419,32 @@ class OFProto:
             for channel in receivers:
                 channel.send(data)
 
+    # --- sFlow ----------------------------------------------------------------
+
+    def set_sflow(self, options):
+        """Configure sFlow from config.SflowOptions, or turn it off (None).
+
+        Same options: only collectors that failed are tried again (the
+        agent's tick does that). Other options make a new agent, as OVS's
+        dpif_sflow_set_options, and every megaflow is revalidated if the
+        sample action changes.
+        """
+        if self.sflow is not None and options == self.sflow.options:
+            return
+        if self.sflow is not None:
+            self.sflow.close()
+            self.sflow = None
+        if options is not None:
+            self.sflow = SflowAgent(self.name, options, self.dp, lambda: self.dpid)
+        self._sflow_sampling()
+
+    def _sflow_sampling(self):
+        """Sample while the agent can export (a collector may open later, or fail)."""
+        sampling = self.sflow if self.sflow is not None and self.sflow.enabled else None
+        if sampling is not self.ctx.sflow:
+            self.ctx.sflow = sampling
+            self.need_revalidate = True
+
     # --- the datapath's callbacks ------------------------------------------
 
     def _normal(self, key):
@@ -416,7 +454,9 @@ class OFProto:
     def upcall(self, packet, key):
         """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
         if self.fail_open():
-            return self.normal.upcall(packet, key)
+            self.normal.learn(key, time.monotonic())
+            result = xlate_fail_open(self.ctx, key)
+            return result.actions, result.mask, None
         self.normal_used = False
         result = xlate(self.ctx, key)
         if self.normal_used:
@@ -430,7 +470,12 @@ class OFProto:
         return result.actions, result.mask, Ukey(result, self.normal_used)
 
     def userspace(self, packet, userdata, in_port):
-        """A ('userspace', userdata) action ran: send the packet to the controllers."""
+        """A ('userspace', userdata) action ran: an sFlow sample, or a packet-in."""
+        sflow = decode_sflow_upcall(userdata)
+        if sflow is not None:
+            if self.sflow is not None:
+                self.sflow.received(packet, in_port, *sflow)
+            return
         decoded = decode_userdata(userdata)
         if decoded is None:
             return
@@ -544,17 +589,19 @@ class OFProto:
 
         In fail-open mode NORMAL judges; otherwise the pipeline does, and a
         megaflow is also stale when its statistics would now be credited to
-        other rules or group buckets (or it has no ukey: NORMAL made it).
+        other rules, tables or group buckets (or it has no ukey: NORMAL made it).
         """
         if self.fail_open():
-            return self.normal.stale_by_normal(flow)
+            result = xlate_fail_open(self.ctx, flow.key)
+            return result.actions != flow.actions or result.mask != flow.mask
         ukey = flow.ukey
         if ukey is None:
             return True
         result = xlate(self.ctx, flow.key)
         old = ukey.result
         return (result.actions != flow.actions or result.mask != flow.mask
-                or result.rules != old.rules or result.groups != old.groups)
+                or result.rules != old.rules or result.groups != old.groups
+                or result.lookups != old.lookups)
 
     def revalidate(self):
         """Delete every megaflow whose translation is no longer what it caches."""
@@ -617,6 +664,9 @@ class OFProto:
                 target.run(now)
         for channel in self.open_channels():
             self._probe(channel, now)
+        if self.sflow is not None:
+            self.sflow.run(now)
+            self._sflow_sampling()
 
     def open_channels(self):
         """Every open connection, in session or not (connecting, before HELLO)."""
@@ -671,6 +721,8 @@ class OFProto:
 
     def _port_status(self, reason, port):
         self.need_revalidate = True
+        if self.sflow is not None:
+            self.sflow.ports_changed()
         self.send_async('port_status', reason, codec.PortStatus(reason, port.desc()))
 
     # --- packets from the controller ------------------------------------------
@@ -720,6 +772,8 @@ class OFProto:
     def close(self):
         for target in self.targets:
             target.close()
+        if self.sflow is not None:
+            self.sflow.close()
 
 
 def _pinsched_lines(channel):

@@ -14,8 +14,11 @@ What each reports, and where it departs from the obvious:
 - DESC: mnovs's names; dp_desc is the bridge name, as in OVS.
 - FLOW, AGGREGATE: pipeline.select with the request's table, match, out_port,
   out_group and cookie filters (non-strict, as the spec says).
-- TABLE: one entry per table (254).  lookup/matched counts are read from the
-  FlowTable if it keeps them; see _table_stats.
+- TABLE: one entry per table (254).  lookup_count and matched_count are the
+  packets translations looked up in the table and found a rule for: those
+  of upcalls, packet-outs and buffered packets, and those the datapath's
+  caches handled (credited from megaflow stats by push_stats, so the count
+  costs nothing per packet; see table.FlowTable).
 - TABLE_FEATURES: what table.py, match.py and xlate accept, per table:
   the six instructions (no goto_table in the last table), the next tables
   (every later one), the actions check_actions allows, the OXM fields
@@ -42,10 +45,10 @@ import functools
 from collections import Counter
 
 from mnovs.ofagent.match import OXM_BITS, SET_FIELDS
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.multipart import (
     AggregateStats, Desc, FlowStats, GroupDesc, GroupFeatures, GroupStats, MeterConfig,
     MeterFeatures, MeterStats, PortStats, TableFeatures, TableStats)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBRC_BAD_MULTIPART, OFPBRC_BAD_PORT, OFPBRC_BAD_TABLE_ID, OFPET_BAD_REQUEST,
     OFPET_QUEUE_OP_FAILED, OFPET_TABLE_FEATURES_FAILED, OFPG_ALL, OFPG_MAX,
     OFPGFC_CHAINING, OFPGFC_CHAINING_CHECKS, OFPGFC_SELECT_LIVENESS, OFPGFC_SELECT_WEIGHT,
@@ -57,8 +60,8 @@ from mnovs.ofagent.ofp import (
     OFPTFFC_EPERM, OFPTFPT_APPLY_ACTIONS, OFPTFPT_APPLY_SETFIELD, OFPTFPT_INSTRUCTIONS,
     OFPTFPT_MATCH, OFPTFPT_NEXT_TABLES, OFPTFPT_WILDCARDS, OFPTFPT_WRITE_ACTIONS,
     OFPTFPT_WRITE_SETFIELD, OFPTT_ALL, OFPError)
-from mnovs.ofagent.ofp_actions import ACTIONS, INSTRUCTIONS
-from mnovs.ofagent.oxm import OXM_FIELDS
+from mnovs.openflow.ofp_actions import ACTIONS, INSTRUCTIONS
+from mnovs.openflow.oxm import OXM_FIELDS
 # table.py keeps the one list of actions xlate performs; read it, don't restate it.
 from mnovs.ofagent.table import SUPPORTED_ACTIONS
 
@@ -155,10 +158,8 @@ def _aggregate_stats(ofproto, body, now):
 
 
 def _table_stats(ofproto, body, now):
-    # Lookup and matched counts are not kept: cached megaflows hide the
-    # lookups, and crediting them back per table is not done yet. They are
-    # reported as 0; active_count is exact.
-    return tuple(TableStats(table.table_id, len(table), 0, 0)
+    ofproto.push_stats(now)
+    return tuple(TableStats(table.table_id, len(table), table.lookup_count, table.matched_count)
                  for table in ofproto.pipeline.tables)
 
 

@@ -27,12 +27,12 @@ value to its rules, best first.  A lookup visits subtables in decreasing
 order of their best priority and stops as soon as no remaining subtable can
 beat the rule found, so lower-priority subtables are not consulted and add
 nothing to the megaflow mask.  A subtable is probed in *stages*: pipeline
-state and packet metadata (metadata, tunnel), then L2 (with in_port and MPLS), L3, L4.  Each stage keeps
-the set of its rules' values under the stage's part of the mask; a probe that
-finds no rule at some stage has read only the stages up to that one, so only
-their bits are un-wildcarded.  A TCP port rule thus adds nw_proto, not
-tp_dst, to the megaflow of a UDP packet.  Cost per lookup: one dict probe
-per stage of each visited subtable.
+state and packet metadata (metadata, tunnel), then L2 (with in_port, MPLS
+and PBB), L3, L4.  Each stage keeps the set of its rules' values under the
+stage's part of the mask; a probe that finds no rule at some stage has read
+only the stages up to that one, so only their bits are un-wildcarded.  A TCP
+port rule thus adds nw_proto, not tp_dst, to the megaflow of a UDP packet.
+Cost per lookup: one dict probe per stage of each visited subtable.
 
 Ties between equal priorities: the earlier-visited subtable wins, and within
 one subtable the older rule: deterministic for a given history.
@@ -44,7 +44,7 @@ import itertools
 
 from mnovs.ofagent.match import (
     PIPELINE_BITS, SET_FIELDS, compile_match, covers, fields_bits, overlaps)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBAC_BAD_OUT_GROUP, OFPBAC_BAD_OUT_PORT, OFPBAC_BAD_SET_ARGUMENT,
     OFPBAC_BAD_SET_TYPE, OFPBAC_BAD_TYPE, OFPBIC_BAD_TABLE_ID, OFPBIC_UNKNOWN_INST,
     OFPBIC_UNSUP_INST, OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPET_FLOW_MOD_FAILED,
@@ -62,13 +62,15 @@ DEFAULT_MAX_RULES = 1_000_000
 _INSTRUCTION_ORDER = {'meter': 0, 'apply_actions': 1, 'clear_actions': 2,
                       'write_actions': 3, 'write_metadata': 4, 'goto_table': 5}
 _ACTION_LISTS = ('apply_actions', 'write_actions')
-# Actions xlate can perform; copy_ttl_in/out and PBB are not supported.
+# Actions xlate can perform: every OF1.3 action.
 SUPPORTED_ACTIONS = frozenset((
-    'output', 'set_mpls_ttl', 'dec_mpls_ttl', 'push_vlan', 'pop_vlan', 'push_mpls',
-    'pop_mpls', 'set_queue', 'group', 'set_nw_ttl', 'dec_nw_ttl', 'set_field'))
+    'output', 'copy_ttl_out', 'copy_ttl_in', 'set_mpls_ttl', 'dec_mpls_ttl', 'push_vlan',
+    'pop_vlan', 'push_mpls', 'pop_mpls', 'set_queue', 'group', 'set_nw_ttl', 'dec_nw_ttl',
+    'set_field', 'push_pbb', 'pop_pbb'))
 
 # Lookup stages: cumulative masks over the extended key (see module doc).
-_L2 = ('in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci', 'mpls_lse')
+_L2 = ('in_port', 'eth_dst', 'eth_src', 'eth_type', 'vlan_tpid', 'vlan_tci', 'mpls_lse',
+       'pbb_itag')
 _L3 = ('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos',
        'nw_ttl', 'nw_frag', 'arp_sha', 'arp_tha')
 _METADATA = ('recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos', 'tun_ttl',
@@ -176,9 +178,16 @@ class _Subtable:
 
 
 class FlowTable:
-    """One OpenFlow table: its rules, indexed for lookup and strict selection."""
+    """One OpenFlow table: its rules, indexed for lookup and strict selection.
 
-    __slots__ = ('table_id', 'max_rules', 'rules', 'subtables', 'order')
+    lookup_count and matched_count (OFPMP_TABLE) count packets, not calls of
+    lookup(): they are credited with the packets of each translation that
+    looked into the table (xlate.credit_stats), when datapath stats are
+    pushed, so that the packets cached megaflows handle count too.
+    """
+
+    __slots__ = ('table_id', 'max_rules', 'rules', 'subtables', 'order', 'lookup_count',
+                 'matched_count')
 
     def __init__(self, table_id, max_rules=DEFAULT_MAX_RULES):
         self.table_id = table_id
@@ -186,6 +195,7 @@ class FlowTable:
         self.rules = {}                 # (value, mask, priority) -> Rule
         self.subtables = {}             # mask -> _Subtable
         self.order = []                 # subtables, best max_priority first
+        self.lookup_count = self.matched_count = 0
 
     def __len__(self):
         return len(self.rules)
@@ -490,6 +500,7 @@ def check_actions(actions, groups, packet_out=False):
             raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_OUT_GROUP)
         if name == 'set_field':
             if action[1] not in SET_FIELDS:
+                # eth_type, ip_proto, ipv6_exthdr: match._SETTABLE says why.
                 raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_TYPE)
             if action[1] == 'arp_op' and action[2] > 0xff:
                 raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT)

@@ -47,12 +47,13 @@ from mnovs.ofagent.ofctl_syntax import (
     ADDRESS_TEXT, ETH_DST, ETH_SRC, IN_PORT_BITS, VLAN_NAMES, field_items, format_flow,
     format_match,
     parse_flow)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPCML_NO_BUFFER, OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, OFPGT_SELECT, OFPP_ALL,
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE,
     OFPR_ACTION, OFPR_INVALID_TTL, OFPR_NO_MATCH)
 from mnovs.ofagent.xlate import (
-    RECIRC_ID_BITS, RECIRC_ID_SHIFT, TUNNEL_RECEIVE_BITS, decode_userdata, xlate_trace)
+    RECIRC_ID_BITS, RECIRC_ID_SHIFT, TUNNEL_RECEIVE_BITS, decode_userdata, xlate_fail_open,
+    xlate_trace)
 
 
 # --- the trace -----------------------------------------------------------------
@@ -196,7 +197,7 @@ class _Story:
 
     def tell(self):
         result, events = xlate_trace(self.ofproto.ctx, self.key)
-        odp = events[-1].data[0]
+        odp = next(event for event in reversed(events) if event.kind == 'end').data[0]
         steps = [event for event in events if event.kind != 'read']
         following = dict(zip(map(id, steps), steps[1:]))
         current = None
@@ -380,14 +381,15 @@ class _Story:
 
     def tell_fail_open(self):
         """No controller and fail mode standalone: NORMAL forwards, no table is consulted."""
-        actions, mask = self.ofproto.normal.xlate(self.key)
+        result = xlate_fail_open(self.ofproto.ctx, self.key)
+        actions, mask = result.actions, result.mask
         self.lines.append(' Fail mode standalone and no controller: NORMAL forwards; the '
                           'OpenFlow tables are not consulted.')
         self._say(0, 'NORMAL')
         for line in self._normal(self.flow, actions):
             self._outcome(0, line)
         self._odp(0, actions)
-        new = int.from_bytes(mask, 'big') & ~IN_PORT_BITS
+        new = int.from_bytes(mask, 'big') & ~(IN_PORT_BITS | RECIRC_ID_BITS | TUNNEL_RECEIVE_BITS)
         self.reasons.append((new, 0, 0, NORMAL_REASON))
         self._ending(actions, mask, actions, True)
 
@@ -397,6 +399,9 @@ class _Story:
         if why == 'lookup':
             for bits, text in self._lookup_reasons(step, new | again | shadowed):
                 self.reasons.append((new & bits, again & bits, shadowed & bits, text))
+        elif why == 'sflow':
+            self.reasons.append((new, again, shadowed,
+                                 "sFlow: the sample action's cookie holds the output VLAN"))
         elif why == 'restore':          # a commit: only bits put back were not written here
             self.reasons.append((new, again, 0, self._action_reason(step, why)))
         else:

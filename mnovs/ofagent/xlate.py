@@ -3,8 +3,8 @@
 This is OVS's ofproto-dpif-xlate in miniature.  xlate(ctx, key) follows one
 packet's flow key through the flow tables, groups and actions, and returns
 the datapath actions to perform on it (mnovs/dp/actions.py) together with
-the mask of every key bit the translation read.  It changes nothing: rule
-and group counters are credited later, from datapath flow stats
+the mask of every key bit the translation read.  It changes nothing: rule,
+table and group counters are credited later, from datapath flow stats
 (credit_stats).
 
 THE MASK RULE.  The datapath installs (key & mask, mask) -> actions as a
@@ -47,8 +47,9 @@ Semantics (OF1.3, chapter 5):
   write_actions, write_metadata, goto_table.  apply_actions act at once on
   the working key (later lookups see the rewrite; metadata likewise).
   write_actions fill the action set, one action per type (set_field: per
-  field), executed when the pipeline ends, in the spec's order (pops, push
-  MPLS, push VLAN, TTL decrements, sets, queue, then group, else output).
+  field), executed when the pipeline ends, in the spec's order (copy TTL
+  inwards, pops, push MPLS, push PBB, push VLAN, copy TTL outwards, TTL
+  decrements, sets, queue, then group, else output).
 - meter: ('meter', meter_id) is emitted where the instruction runs, before
   the rule's outputs.
 - output to a tunnel port (its datapath port has a TunnelConfig, see
@@ -88,11 +89,20 @@ Semantics (OF1.3, chapter 5):
   label 0, TC 0, BoS 1 and TTL from IP (64 if not IP), as OF1.3 5.12.1
   asks.  After push_mpls the key's L3/L4 fields are 0, as a re-parse of the
   packet would give.
-- set_queue does nothing (mnovs has no queues).  copy_ttl_in/out and PBB
-  are refused at flow_mod time (table.check_actions).
+- push_pbb (802.1ah) puts a backbone header in front of the frame:
+  ('push_pbb', itag), the datapath copying B-DA/B-SA from the frame's own
+  addresses; the I-TAG's I-SID is copied from an I-TAG already there (else
+  0) and its I-PCP from the VLAN PCP (else 0), as OF1.3 5.12.1 asks.  The
+  key then describes the backbone header: eth_type 0x88e7, pbb_itag set, no
+  VLAN, no L3/L4.  pop_pbb removes it (nothing on a frame that is not PBB);
+  set_field pbb_isid rewrites the I-SID.
+- copy_ttl_in/copy_ttl_out on an MPLS packet are datapath actions of the
+  same names (the other TTL lives beyond the key: a second label, or the IP
+  header under the bottom one); on other packets they do nothing.
+- set_queue does nothing (mnovs has no queues).
 
-Recirculation (recirc.py).  The key holds one MPLS label, so after a
-pop_mpls it does not show the headers below.  As OVS does, the translation
+Recirculation (recirc.py).  The key holds one MPLS label and one PBB
+header, so after a pop_mpls or pop_pbb it does not show the headers below.  As OVS does, the translation
 then freezes at the first step that would read them (a table lookup, an
 action that reads or writes L3/L4 or the next label, a group): it ends the
 pass with ('recirc', id), and the datapath parses the packet again and
@@ -102,8 +112,24 @@ each pass has its own.  Not frozen: steps inside group buckets and in the
 action set (they see the inner headers as 0).
 
 Known gaps: the key holds one VLAN tag, so after a pop_vlan of a
-double-tagged frame the working key says "untagged".  A group chain deeper
-than MAX_DEPTH is cut short and the result marked not cacheable.
+double-tagged frame the working key says "untagged".  A group bucket (where
+nothing freezes) that pops a PBB header and then rewrites
+the customer frame leaves that rewrite to the buckets after it (a bucket's
+changes are undone from the key, which never held those values; OVS's
+datapath would use a clone action).  After copy_ttl_out the key keeps the
+top label's old TTL, so a dec_mpls_ttl later in the same translation
+decrements that one.  A group chain deeper than MAX_DEPTH is cut short and
+the result marked not cacheable.
+
+sFlow.  When the bridge samples (ctx.sflow, an sflow.agent.SflowAgent), every
+translation of a received packet starts with the sample action, as OVS's
+compose_sflow_action: ('sample', probability, (('userspace', cookie),)).
+The cookie is filled in after translation, when the outputs are known (OVS's
+fix_sflow_action): the output VLAN, and the sFlow output field: the one
+output port's ifindex, 0x80000000 | n for n outputs, 0x40000000 | 256 for
+none (dropped). The output VLAN is read, so its bits enter the mask unless
+the pipeline wrote them. Packet-outs are not sampled, nor the later passes
+of a recirculated packet (it was sampled when it came in).
 
 Tracing.  xlate(ctx, key, trace=[]) appends one line per step to `trace`.
 xlate_trace(ctx, key) runs the same code on a _TracedXlate, which also
@@ -122,17 +148,19 @@ import struct
 from collections import namedtuple
 
 from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
+from mnovs.dp.odp_util import encode_sflow_cookie
 from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, INHERIT, TunnelSpec, spec_flags
 from mnovs.ofagent.group import port_is_live
 from mnovs.ofagent.recirc import FrozenState, RecircTable
 from mnovs.ofagent.match import (
     KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
     format_match)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_DEFAULT_MISS_SEND_LEN, OFPP_ALL, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT,
     OFPP_LOCAL, OFPP_MAX, OFPP_NORMAL, OFPP_TABLE, OFPPC_NO_FWD, OFPPC_NO_PACKET_IN,
     OFPPC_NO_RECV, OFPPC_PORT_DOWN, OFPPS_BLOCKED, OFPR_ACTION, OFPR_INVALID_TTL,
     OFPR_NO_MATCH, OFPTT_ALL)
+from mnovs.sflow.wire import OUTPUT_DROPPED, OUTPUT_MULTIPLE
 
 MAX_DEPTH = 32                  # nested group buckets
 
@@ -155,6 +183,12 @@ MPLS_SHIFT = field_shift('mpls_lse')
 MPLS_LSE_BITS = field_bits('mpls_lse')
 MPLS_TTL_BITS = field_bits('mpls_lse', 0xff)
 MPLS_BOS = 0x100
+ETH_TYPE_PBB = 0x88e7
+PBB_SHIFT = field_shift('pbb_itag')
+PBB_ITAG_BITS = field_bits('pbb_itag')
+PBB_ISID_BITS = field_bits('pbb_itag', 0xffffff)
+VLAN_PCP_CFI_BITS = field_bits('vlan_tci', 0xf000)
+ETH_ADDR_BITS = fields_bits(('eth_dst', 'eth_src'))
 NW_TTL_SHIFT = field_shift('nw_ttl')
 NW_TTL_BITS = field_bits('nw_ttl')
 L3_L4_BITS = fields_bits(('nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto',
@@ -169,16 +203,21 @@ TUNNEL_METADATA_BITS = fields_bits(('tun_id', 'tun_src', 'tun_dst'))    # set_fi
 NW_TOS_SHIFT = field_shift('nw_tos')
 IP_ANY = PREREQS['ip_dscp']
 MPLS = PREREQS['mpls_label']
+PBB = PREREQS['pbb_isid']
+# What push_pbb hides behind the new header and pop_pbb cannot see: the key
+# describes only the outermost Ethernet header and what follows it.
+PBB_INNER_BITS = ETH_TYPE_BITS | VLAN_BITS | MPLS_LSE_BITS | PBB_ITAG_BITS | L3_L4_BITS
 
 # Fields set_field can dirty, as (name, shift, all-ones, width in bytes).
 _COMMIT_FIELDS = tuple(
     (name, field_shift(name), (1 << FIELD_SLICES[name][1] * 8) - 1, FIELD_SLICES[name][1])
     for name in ('eth_dst', 'eth_src', 'vlan_tci', 'mpls_lse', 'nw_src', 'nw_dst',
                  'ipv6_src', 'ipv6_dst', 'ipv6_label', 'nw_proto', 'nw_tos', 'nw_ttl',
-                 'tp_src', 'tp_dst', 'arp_sha', 'arp_tha'))
+                 'tp_src', 'tp_dst', 'arp_sha', 'arp_tha', 'nd_target', 'pbb_itag'))
 
 # Action-set execution order (OF1.3 5.10); equal ranks keep insertion order.
-_ACTION_SET_ORDER = {'pop_vlan': 1, 'pop_mpls': 1, 'push_mpls': 2, 'push_vlan': 4,
+_ACTION_SET_ORDER = {'copy_ttl_in': 0, 'pop_vlan': 1, 'pop_mpls': 1, 'pop_pbb': 1,
+                     'push_mpls': 2, 'push_pbb': 3, 'push_vlan': 4, 'copy_ttl_out': 5,
                      'dec_mpls_ttl': 6, 'dec_nw_ttl': 6, 'set_field': 7, 'set_mpls_ttl': 7,
                      'set_nw_ttl': 7, 'set_queue': 8, 'group': 9, 'output': 10}
 
@@ -206,17 +245,20 @@ class XlateContext:
         normal: callable(key) -> (odp actions, mask) for OFPP_NORMAL, or None
             (NORMAL then drops).
         miss_send_len: bytes of an OFPR_INVALID_TTL packet-in.
+        sflow: the bridge's sFlow agent while it samples (probability,
+            ifindex(port_no)), else None.
     """
 
-    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'recirc')
+    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'sflow', 'recirc')
 
     def __init__(self, pipeline, groups, ports, normal=None,
-                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN):
+                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN, sflow=None):
         self.pipeline = pipeline
         self.groups = groups
         self.ports = ports
         self.normal = normal
         self.miss_send_len = miss_send_len
+        self.sflow = sflow
         self.recirc = RecircTable()     # frozen translations by recirc_id
 
 
@@ -225,14 +267,15 @@ class XlateResult:
 
     actions: odp actions (tuple); mask: KEY_LEN bytes; rules: the Rules hit,
     in order; groups: (Group, bucket indexes) per group executed; meters:
-    meter ids; cacheable: False if the megaflow must not be installed;
+    meter ids; lookups: (FlowTable, matched) per table lookup, in order;
+    cacheable: False if the megaflow must not be installed;
     rewrote: True if the pipeline changed a key field (set_field, push,
     pop), so that later lookups saw other values than the packet's;
     trace: the list of trace lines, or None.
     """
 
     __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'rewrote',
-                 'trace')
+                 'trace', 'lookups')
 
 
 TraceEvent = namedtuple('TraceEvent', 'kind depth odp_len flow data')
@@ -247,7 +290,8 @@ class _Xlate:
 
     __slots__ = ('ctx', 'in_port', 'flow', 'metadata', 'written', 'dirty', 'changed',
                  'differs', 'touched', 'wc', 'odp', 'undo', 'rules', 'groups', 'meters', 'stopped',
-                 'packet_out', 'depth', 'cacheable', 'trace', 'was_mpls', 'freezing')
+                 'packet_out', 'depth', 'cacheable', 'trace', 'hidden', 'freezing',
+                 'lookups')
 
     def __init__(self, ctx, key, trace):
         self.ctx = ctx
@@ -256,7 +300,7 @@ class _Xlate:
         self.metadata = self.written = self.dirty = 0
         self.changed = self.differs = self.touched = 0    # for group buckets
         self.wc = IN_PORT_BITS | RECIRC_ID_BITS
-        self.was_mpls = False           # a pop_mpls left headers the key does not show
+        self.hidden = None              # 'mpls'/'pbb': a pop left headers the key lacks
         self.freezing = None            # actions left when an action froze the translation
         in_port = ctx.ports.get(self.in_port)
         if in_port is not None and in_port.tunnel is not None:
@@ -264,6 +308,7 @@ class _Xlate:
         self.odp = []
         self.undo = None                # inside a bucket: actions that undo its pushes/pops
         self.rules, self.groups, self.meters = [], [], []
+        self.lookups = []
         self.stopped = self.packet_out = False
         self.depth = 0
         self.cacheable = True
@@ -285,20 +330,28 @@ class _Xlate:
         self.wc |= bits & ~self.written
 
     # Reads named by their reason (see xlate_trace); untraced, they are read().
-    read_lookup = read_prereq = read_value = read_restore = read
+    read_lookup = read_prereq = read_value = read_restore = read_sflow = read
 
     def result(self):
         odp = self.odp
         while odp and odp[-1][0] in ('set_masked', 'push_vlan', 'pop_vlan', 'push_mpls',
-                                     'pop_mpls'):
+                                     'pop_mpls', 'push_pbb', 'pop_pbb', 'copy_ttl_in',
+                                     'copy_ttl_out'):
             odp.pop()                   # rewrites no output will see
         out = XlateResult()
         out.actions = tuple(odp)
+        if self.ctx.sflow is not None and not self.packet_out \
+                and not self.flow >> RECIRC_ID_SHIFT & 0xffffffff:
+            # Sampled on reception only, not again after a recirculation (as OVS).
+            self.read_sflow(VLAN_TCI_BITS)
+            out.actions = compose_sflow_action(self.ctx.sflow, out.actions,
+                                               self.flow >> TCI_SHIFT & 0xffff)
         out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
         out.rules, out.groups, out.meters = self.rules, self.groups, self.meters
         out.cacheable = self.cacheable
         out.rewrote = self.written != 0
         out.trace = self.trace
+        out.lookups = tuple(self.lookups)
         return out
 
 
@@ -360,6 +413,7 @@ class _TracedXlate(_Xlate):
     read_prereq = _reader('prereq')
     read_value = _reader('value')
     read_restore = _reader('restore')
+    read_sflow = _reader('sflow')
     del _reader
 
     def result(self):
@@ -399,8 +453,9 @@ def xlate_trace(ctx, key):
           note        (text,): an outcome (skipped, ignored, dropped)
           read        (why, new, again, shadowed): key bits read, why being
                       'lookup' (by the table step before it), 'prereq' or
-                      'value' (by the action or group before it), or
-                      'restore' (a bucket's rewrite put back); `new` bits
+                      'value' (by the action or group before it),
+                      'restore' (a bucket's rewrite put back), or 'sflow'
+                      (the sample action's output VLAN, after 'end'); `new` bits
                       entered the mask, `again` were in it already,
                       `shadowed` had been written by the pipeline (not in it)
           end         (odp,): the datapath actions before trailing rewrites
@@ -427,6 +482,19 @@ def _translate(x):
         _run_pipeline(x, 0, {})
 
 
+def xlate_fail_open(ctx, key):
+    """Translate a flow key by NORMAL alone: fail mode standalone with no controller.
+
+    The OpenFlow tables are not consulted, but the rest is a translation like
+    any other: outputs to tunnel ports get their set_tunnel, port config is
+    obeyed, sFlow samples, and the mask has in_port, recirc_id and a tunnel
+    packet's metadata besides NORMAL's own fields.
+    """
+    x = _Xlate(ctx, key, None)
+    _normal(x)
+    return x.result()
+
+
 def xlate_packet_out(ctx, key, actions, trace=None):
     """Translate a PACKET_OUT's action list (output:TABLE allowed).
 
@@ -439,8 +507,31 @@ def xlate_packet_out(ctx, key, actions, trace=None):
     return x.result()
 
 
+def compose_sflow_action(sflow, actions, vlan_tci):
+    """Put the sFlow sample action before `actions` (compose_ and fix_sflow_action).
+
+    Args:
+        sflow: has probability and ifindex(port_no).
+        actions: the translation's odp actions.
+        vlan_tci: the packet's VLAN TCI on output (0: untagged).
+    """
+    outputs = [action[1] for action in actions if action[0] == 'output']
+    if not outputs:
+        output = OUTPUT_DROPPED
+    elif len(outputs) == 1:
+        output = sflow.ifindex(outputs[0]) or OUTPUT_MULTIPLE | 1
+    else:
+        output = OUTPUT_MULTIPLE | len(outputs)
+    cookie = encode_sflow_cookie(vlan_tci, output)
+    return (('sample', sflow.probability, (('userspace', cookie),)),) + actions
+
+
 def credit_stats(result, packets, nbytes, now):
-    """Credit datapath flow stats to the rules and group buckets of a translation."""
+    """Credit datapath flow stats to the rules, tables and group buckets of a translation."""
+    for table, matched in result.lookups:
+        table.lookup_count += packets
+        if matched:
+            table.matched_count += packets
     for rule in result.rules:
         rule.packet_count += packets
         rule.byte_count += nbytes
@@ -461,7 +552,7 @@ def _run_pipeline(x, table_id, action_set):
     """Look up from table_id (None: no table) on, then run the action set."""
     pipeline = x.ctx.pipeline
     while table_id is not None:
-        if x.was_mpls and not x.depth:
+        if x.hidden and not x.depth:
             _freeze(x, FrozenState(table_id, (), (), tuple(action_set.items()), x.metadata,
                                    None))
             return
@@ -470,6 +561,7 @@ def _run_pipeline(x, table_id, action_set):
         if x.trace is not None:
             x.step('table', table_id, rule, ext)
         x.read_lookup(consulted)
+        x.lookups.append((pipeline.tables[table_id], rule is not None))
         if rule is None:
             return
         x.rules.append(rule)
@@ -524,8 +616,7 @@ def _run_action_set(x, action_set):
 
 def _do_actions(x, actions, rule):
     for at, action in enumerate(actions):
-        if x.was_mpls and not x.depth and action[0] in _NEEDS_HEADERS \
-                and (action[0] != 'set_field' or action[1] not in _L2_SET_FIELDS):
+        if x.hidden and not x.depth and _needs_hidden_headers(x.hidden, action):
             x.freezing = actions[at:]   # _run_rule freezes with the rest of the rule
             x.stopped = True
             return
@@ -536,9 +627,18 @@ def _do_actions(x, actions, rule):
 
 # After a pop_mpls these actions need the headers the key lacks: they freeze.
 _NEEDS_HEADERS = frozenset(('set_field', 'dec_nw_ttl', 'set_nw_ttl', 'push_mpls', 'pop_mpls',
-                            'set_mpls_ttl', 'dec_mpls_ttl', 'group'))
+                            'set_mpls_ttl', 'dec_mpls_ttl', 'group', 'copy_ttl_in',
+                            'copy_ttl_out', 'push_pbb', 'pop_pbb'))
 _L2_SET_FIELDS = frozenset(('eth_src', 'eth_dst', 'vlan_vid', 'vlan_pcp', 'tunnel_id',
                             'tun_ipv4_src', 'tun_ipv4_dst'))
+
+
+def _needs_hidden_headers(hidden, action):
+    """Does `action` read headers a pop left out of the key (x.hidden)?"""
+    name = action[0]
+    if hidden == 'pbb':                 # nothing of the customer frame is in the key
+        return name not in ('output', 'set_queue') or action[1] == OFPP_NORMAL
+    return name in _NEEDS_HEADERS and (name != 'set_field' or action[1] not in _L2_SET_FIELDS)
 
 
 def _freeze(x, state):
@@ -817,7 +917,55 @@ def _pop_mpls(x, action, rule):
                          x.flow >> MPLS_SHIFT & 0xffffffff), MPLS_LSE_BITS)
     x.odp.append(('pop_mpls', action[1]))
     _reshape(x, ETH_TYPE_BITS | MPLS_LSE_BITS, action[1] << ETH_TYPE_SHIFT)
-    x.was_mpls = True
+    x.hidden = 'mpls'
+
+
+def _push_pbb(x, action, rule):
+    _commit(x)
+    itag = 0
+    if _prereq_ok(x, PBB):              # the I-SID of an I-TAG below (OF1.3 5.12.1)
+        x.read_value(PBB_ISID_BITS)
+        itag = x.flow >> PBB_SHIFT & 0xffffff
+    x.read_value(VLAN_PCP_CFI_BITS)     # I-PCP: the VLAN PCP, 0 if untagged
+    tci = x.flow >> TCI_SHIFT & 0xffff
+    if tci & VLAN_CFI:
+        itag |= tci >> 13 << 29
+    # The datapath copies B-DA and B-SA from the frame's own addresses, so
+    # the key's eth_dst/eth_src stay as they are and are not read.
+    x.odp.append(('push_pbb', itag))
+    _record_undo(x, ('pop_pbb',), ETH_ADDR_BITS | PBB_INNER_BITS)
+    _reshape(x, PBB_INNER_BITS, ETH_TYPE_PBB << ETH_TYPE_SHIFT | itag << PBB_SHIFT)
+
+
+def _pop_pbb(x, action, rule):
+    if not _prereq_ok(x, PBB):
+        x.note('pop_pbb: not a PBB frame: ignored')
+        return
+    _commit(x)
+    if x.undo is not None:
+        # Put the backbone header back: the I-TAG, then any B-TAG (undo runs
+        # backwards); push_pbb copies the customer's addresses, so B-DA and
+        # B-SA differ from the packet's until restored.
+        x.read_value(PBB_ITAG_BITS | VLAN_BITS)
+        tci = x.flow >> TCI_SHIFT & 0xffff
+        if tci & VLAN_CFI:
+            x.undo.append((('push_vlan', x.flow >> TPID_SHIFT & 0xffff, tci & ~VLAN_CFI),
+                           VLAN_TCI_BITS, 0))
+        x.undo.append((('push_pbb', x.flow >> PBB_SHIFT & 0xffffffff), ETH_ADDR_BITS,
+                       ETH_ADDR_BITS))
+    x.odp.append(('pop_pbb',))
+    _reshape(x, ETH_ADDR_BITS | PBB_INNER_BITS, 0)
+    x.hidden = 'pbb'
+
+
+def _copy_ttl(x, action, rule):
+    # The TTLs copied live beyond the key (a second label, or the IP header
+    # under a label), so the datapath copies them in the packet.
+    if not _prereq_ok(x, MPLS):
+        x.note('%s: not an MPLS packet: ignored', action[0])
+        return
+    _commit(x)
+    x.odp.append((action[0],))
 
 
 def _set_ttl(prereq, bits, shift):
@@ -907,4 +1055,8 @@ _ACTIONS = {
     'dec_mpls_ttl': _dec_ttl(MPLS, MPLS_TTL_BITS, MPLS_SHIFT),
     'set_queue': _set_queue,
     'group': _group,
+    'push_pbb': _push_pbb,
+    'pop_pbb': _pop_pbb,
+    'copy_ttl_in': _copy_ttl,
+    'copy_ttl_out': _copy_ttl,
 }

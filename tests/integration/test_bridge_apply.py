@@ -24,7 +24,7 @@ import time
 import pytest
 
 from mnovs import paths, unixctl
-from mnovs.ofagent import codec, ofp
+from mnovs.openflow import codec, ofp
 
 BR = 'hbabr'
 NET = '10.213.77'

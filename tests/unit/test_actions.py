@@ -16,8 +16,10 @@ import struct
 import pytest
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt
-from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptMTU,
+    ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrDestOpt)
+from scapy.layers.l2 import ARP, Dot1AD, Dot1AH, Dot1Q, Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData
 from scapy.packet import Raw, raw
 
@@ -198,6 +200,11 @@ FRAG4 = Ether(**MACS) / IP(**V4, frag=100, proto=6) / Raw(data(64))
 SCTP4 = Ether(**MACS) / IP(**V4) / SCTP(sport=10, dport=20) / SCTPChunkData(data=data(30))
 SCTP6 = Ether(**MACS) / IPv6(**V6) / SCTP(sport=10, dport=20) / SCTPChunkData(data=data(31))
 ARP4 = Ether(**MACS) / ARP(op=1, hwsrc=MACS['src'], psrc='10.0.0.1', pdst='10.0.0.2')
+NS6 = (Ether(**MACS) / IPv6(**V6) / ICMPv6ND_NS(tgt='fe80::2')
+       / ICMPv6NDOptSrcLLAddr(lladdr=MACS['src']))
+NA6 = (Ether(**MACS) / IPv6(**V6) / ICMPv6ND_NA(tgt='fe80::2')
+       / ICMPv6NDOptMTU() / ICMPv6NDOptDstLLAddr(lladdr=MACS['dst']))
+PBB = Ether(**MACS) / Dot1AH(prio=5, isid=0x123456) / Ether(**MACS) / IP(**V4) / UDP()
 
 
 def case(name, pkt, field, value, mask, layer, **changes):
@@ -249,6 +256,21 @@ SET_CASES = [
          hwsrc='02:11:22:33:44:55'),
     case('arp_tha', ARP4, 'arp_tha', mac('02:11:22:33:44:66'), full(6), ARP,
          hwdst='02:11:22:33:44:66'),
+    case('tp_src-icmp-type', ICMP4, 'tp_src', u16(0), u16(0xff), ICMP, type=0),
+    case('tp_dst-icmp-code', ICMP4, 'tp_dst', u16(3), u16(0xff), ICMP, code=3),
+    case('tp_src-icmpv6-type', ICMP6, 'tp_src', u16(129), u16(0xff), ICMPv6EchoRequest,
+         type=129),
+    case('tp_dst-icmpv6-code', ICMP6, 'tp_dst', u16(7), u16(0xff), ICMPv6EchoRequest, code=7),
+    case('nd_target-ns', NS6, 'nd_target', ip6('fe80::77'), full(16), ICMPv6ND_NS,
+         tgt='fe80::77'),
+    case('nd_target-na-masked', NA6, 'nd_target', ip6('fe80::ff00'), ip6('::ff00'),
+         ICMPv6ND_NA, tgt='fe80::ff02'),
+    case('arp_sha-nd-sll', NS6, 'arp_sha', mac('02:11:22:33:44:55'), full(6),
+         ICMPv6NDOptSrcLLAddr, lladdr='02:11:22:33:44:55'),
+    case('arp_tha-nd-tll-after-mtu', NA6, 'arp_tha', mac('02:11:22:33:44:66'), full(6),
+         ICMPv6NDOptDstLLAddr, lladdr='02:11:22:33:44:66'),
+    case('pbb_itag-isid', PBB, 'pbb_itag', b'\x00\x00\x00\x42', b'\x00\xff\xff\xff', Dot1AH,
+         isid=0x42),
 ]
 
 
@@ -268,6 +290,32 @@ def test_set_masked_partial_checksums(pkt, action, expected):
     assert finish(out) == raw(expected)
 
 
+@pytest.mark.parametrize('field, value, layer, changes', [
+    ('tp_src', u16(129), ICMPv6EchoRequest, {'type': 129}),
+    ('nd_target', ip6('fe80::77'), ICMPv6ND_NS, {'tgt': 'fe80::77'}),
+    ('arp_sha', mac('02:11:22:33:44:55'), ICMPv6NDOptSrcLLAddr, {'lladdr': '02:11:22:33:44:55'}),
+])
+def test_icmpv6_rewrites_leave_a_partial_checksum_alone(field, value, layer, changes):
+    pkt = ICMP6 if layer is ICMPv6EchoRequest else NS6
+    expected = pkt.copy()
+    for attr, new in changes.items():
+        setattr(expected[layer], attr, new)
+    out = run(icmpv6_partial(pkt), ('set_masked', field, value, b'\xff' * len(value)))
+    assert out == icmpv6_partial(expected)
+    assert finish(out) == raw(expected)
+
+
+def icmpv6_partial(pkt):
+    """vnet header + frame with the ICMPv6 checksum left partial (pseudo-header sum)."""
+    frame = bytearray(raw(pkt))
+    l4 = 14 + 40
+    body = len(frame) - l4
+    pseudo = frame[14 + 8:14 + 40] + struct.pack('!II', body, 58)
+    total = offload.ones_sum(bytes(pseudo))
+    struct.pack_into('!H', frame, l4 + 2, total or 0xFFFF)
+    return vnet(frame, offload.F_NEEDS_CSUM, 0, 0, 0, l4, 2)
+
+
 def test_set_masked_on_gso_frame():
     big = Ether(**MACS) / IP(**V4) / TCP(sport=1, dport=2, flags='A') / Raw(data(9000))
     moved = Ether(**MACS) / IP(src='198.51.100.1', dst=V4['dst']) / TCP(
@@ -285,7 +333,8 @@ def test_udp_zero_checksum_stays_zero():
 
 
 @pytest.mark.parametrize('pkt, field, width', [
-    (ARP4, 'tp_src', 2), (ICMP4, 'tp_dst', 2), (FRAG4, 'tp_src', 2),
+    (ARP4, 'tp_src', 2), (ICMP4, 'nd_target', 16), (FRAG4, 'tp_src', 2),
+    (T4, 'pbb_itag', 4), (T6, 'arp_sha', 6), (T6, 'nd_target', 16),
     (T6, 'nw_src', 4), (T4, 'ipv6_src', 16), (T4, 'ipv6_label', 4),
     (T4, 'vlan_tci', 2), (T4Q, 'mpls_lse', 4), (ARP4, 'nw_ttl', 1), (ARP4, 'nw_tos', 1),
     (T4, 'arp_sha', 6),
@@ -298,6 +347,83 @@ def test_set_masked_missing_field_is_noop(pkt, field, width):
 
 def test_crc32c_known_value():
     assert crc32c(b'123456789') == 0xE3069283
+
+
+# --- push_pbb / pop_pbb / copy_ttl_in / copy_ttl_out -----------------------------
+
+UDP4_FRAME = Ether(**MACS) / IP(**V4) / UDP(sport=7, dport=9) / Raw(data(30))
+
+
+def backbone(customer, itag):
+    """The frame push_pbb makes of scapy `customer` with this I-TAG TCI."""
+    return (Ether(src=customer.src, dst=customer.dst)
+            / Dot1AH(prio=itag >> 29, dei=itag >> 28 & 1, nca=itag >> 27 & 1, isid=itag & 0xFFFFFF)
+            / customer)
+
+
+@pytest.mark.parametrize('customer', [UDP4_FRAME, TCP4_TAGGED, ARP4], ids=['udp', 'tagged', 'arp'])
+def test_push_pbb_then_pop_pbb(customer):
+    itag = 5 << 29 | 1 << 27 | 0xABCDEF
+    pushed = run(vnet(raw(customer)), ('push_pbb', itag))
+    assert pushed == vnet(raw(backbone(customer, itag)))
+    assert run(pushed, ('pop_pbb',)) == vnet(raw(customer))
+
+
+def test_push_pbb_finishes_offloads_first():
+    dp = run_all(partial(TCP4), ('push_pbb', 7), ('output', 1))
+    (port, out), = dp.outputs
+    assert out == bytes(VNET_HDR_LEN) + raw(backbone(TCP4, 7))
+
+
+def test_pop_pbb_moves_a_partial_checksum():
+    inner = partial(TCP4)
+    flags, gso_type, hdr_len, gso_size, start, offset = VNET_HDR.unpack_from(inner)
+    outer = vnet(raw(backbone(TCP4, 7))[:18] + inner[VNET_HDR_LEN:], flags, gso_type, hdr_len,
+                 gso_size, start + 18, offset)
+    out = run(outer, ('pop_pbb',))
+    assert out == inner and finish(out) == raw(TCP4)
+
+
+def test_pop_pbb_takes_a_backbone_tag_with_it():
+    tagged = Ether(**MACS) / Dot1AD(vlan=9) / Dot1AH(isid=1) / UDP4_FRAME
+    assert run(vnet(raw(tagged)), ('pop_pbb',)) == vnet(raw(UDP4_FRAME))
+
+
+@pytest.mark.parametrize('frame', [raw(UDP4_FRAME), raw(backbone(UDP4_FRAME, 1))[:30]],
+                         ids=['not-pbb', 'truncated'])
+def test_pop_pbb_leaves_other_frames(frame):
+    assert run(vnet(frame), ('pop_pbb',)) == vnet(frame)
+
+
+MPLS_IP = Ether(**MACS) / MPLS(label=5, s=1, ttl=40) / IP(**V4, ttl=9) / UDP() / Raw(data(10))
+MPLS_IP6 = Ether(**MACS) / MPLS(label=5, s=1, ttl=40) / IPv6(**V6, hlim=9) / UDP()
+MPLS_TWO = Ether(**MACS) / MPLS(label=5, s=0, ttl=40) / MPLS(label=6, s=1, ttl=3) / IP(**V4)
+
+
+@pytest.mark.parametrize('pkt, action, layer, attr, value', [
+    (MPLS_IP, 'copy_ttl_in', IP, 'ttl', 40),
+    (MPLS_IP6, 'copy_ttl_in', IPv6, 'hlim', 40),
+    (MPLS_IP, 'copy_ttl_out', MPLS, 'ttl', 9),
+    (MPLS_IP6, 'copy_ttl_out', MPLS, 'ttl', 9),
+])
+def test_copy_ttl_with_ip_under_the_label(pkt, action, layer, attr, value):
+    expected = pkt.copy()
+    setattr(expected[layer], attr, value)
+    assert run(vnet(raw(pkt)), (action,)) == vnet(raw(expected))    # IPv4 checksum too
+
+
+def test_copy_ttl_between_labels():
+    inward = Ether(run(vnet(raw(MPLS_TWO)), ('copy_ttl_in',))[VNET_HDR_LEN:])
+    outward = Ether(run(vnet(raw(MPLS_TWO)), ('copy_ttl_out',))[VNET_HDR_LEN:])
+    assert (inward[MPLS].ttl, inward[MPLS].payload.ttl) == (40, 40)
+    assert (outward[MPLS].ttl, outward[MPLS].payload.ttl) == (3, 3)
+
+
+@pytest.mark.parametrize('frame', [raw(UDP4_FRAME), raw(MPLS_IP)[:20], raw(MPLS_TWO)[:19]],
+                         ids=['not-mpls', 'ip-cut', 'label-cut'])
+def test_copy_ttl_leaves_other_frames(frame):
+    for action in ('copy_ttl_in', 'copy_ttl_out'):
+        assert run(vnet(frame), (action,)) == vnet(frame)
 
 
 # --- push_mpls / pop_mpls --------------------------------------------------------
@@ -476,7 +602,10 @@ def test_validate_accepts_good_actions():
     validate_actions((('output', 1), PUSH_100, ('pop_vlan',), ('userspace', b''),
                       ('set_masked', 'ipv6_dst', bytes(16), full(16)),
                       PUSH_1000, ('push_mpls', 0x8848, 0), ('pop_mpls', 0x0800),
-                      ('meter', 0xFFFFFFFF), ('set_masked', 'mpls_lse', bytes(4), full(4))))
+                      ('meter', 0xFFFFFFFF), ('set_masked', 'mpls_lse', bytes(4), full(4)),
+                      ('push_pbb', 0xFFFFFFFF), ('pop_pbb',), ('copy_ttl_in',),
+                      ('copy_ttl_out',), ('set_masked', 'pbb_itag', bytes(4), full(4)),
+                      ('set_masked', 'nd_target', bytes(16), full(16))))
 
 
 @pytest.mark.parametrize('actions', [
@@ -505,6 +634,11 @@ def test_validate_accepts_good_actions():
     (('meter', '1'),),
     (('meter', -1),),
     (('set_masked', 'mpls_lse', bytes(3), full(3)),),
+    (('push_pbb',),),
+    (('push_pbb', 1 << 32),),
+    (('push_pbb', b'\0\0\0\0'),),
+    (('pop_pbb', 0x88E7),),
+    (('copy_ttl_in', 1),),
 ])
 def test_validate_rejects_bad_actions(actions):
     with pytest.raises(ValueError) as err:

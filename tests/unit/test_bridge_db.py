@@ -28,7 +28,7 @@ def bridge(name='br0', ports=None, controllers=(), fail_mode=(), protocols=(),
         ports = [port(name, iface(name, 'internal'))]
     return Row(name=name, ports=ports, controller=list(controllers),
                fail_mode=list(fail_mode), protocols=list(protocols),
-               other_config=dict(other_config or {}))
+               other_config=dict(other_config or {}), sflow=[])
 
 
 def test_new_bridge_is_its_local_port_standalone_no_controllers():
@@ -127,9 +127,24 @@ def test_local_port_number_is_written_as_ovs_writes_it():
 
 def test_bridge_and_controller_columns():
     assert bridge_db.bridge_columns({'datapath_id': '0000000000000001'}) == \
-        {'datapath_id': ['0000000000000001']}
+        {'datapath_id': ['0000000000000001'], 'status': {}}
+    assert bridge_db.bridge_columns({'sflow': {'enabled': False, 'errors': ['a', 'b']}}) == \
+        {'datapath_id': [], 'status': {'sflow': 'a; b'}}
     assert bridge_db.controller_columns({'is_connected': True, 'role': 'other'}) == \
         {'is_connected': True, 'role': ['other'], 'status': {}}
     assert bridge_db.controller_columns(
         {'is_connected': False, 'role': None, 'error': 'ptcp:6653: Address in use'}) == \
         {'is_connected': False, 'role': [], 'status': {'last_error': 'ptcp:6653: Address in use'}}
+
+
+def test_sflow_row_goes_as_it_is_with_its_sub_id():
+    row = Row(agent=['s1-eth1'], targets=['10.0.0.9:6343', '127.0.0.1:6343'], sampling=[64],
+              polling=[], header=[128])
+    rows = {'br1': bridge('br1'), 'br0': bridge('br0'), 'br2': bridge('br2')}
+    rows['br2'].sflow = [row]
+    rows['br0'].sflow = [row]
+    assert bridge_db.sflow_sub_ids(rows) == {'br0': 0, 'br2': 1}
+    assert desired_state(rows['br2'], 1)['sflow'] == {
+        'agent': 's1-eth1', 'targets': ['10.0.0.9:6343', '127.0.0.1:6343'], 'sampling': 64,
+        'polling': None, 'header': 128, 'sub_id': 1}
+    assert desired_state(rows['br1'])['sflow'] is None

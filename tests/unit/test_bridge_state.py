@@ -138,7 +138,7 @@ class FakeSwitch:
         self.present = set(present)
         self.calls = []
         self.dp = SimpleNamespace(ports={}, port_by_name=self.port_by_name)
-        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set())
+        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set(), sflow=None)
         self.mgmt_target = 'punix:/nowhere/ut1.mgmt'
 
     def port_by_name(self, name):
@@ -167,6 +167,9 @@ class FakeSwitch:
 
     def set_controller_limits(self, rate_limit, burst_limit):
         self.calls.append(('limits', rate_limit, burst_limit))
+
+    def set_sflow(self, options):
+        self.sflow_options = options
 
 
 def test_apply_reports_a_missing_interface_and_retries_it_when_it_appears():
@@ -253,3 +256,15 @@ def test_a_tunnel_socket_that_cannot_be_bound_is_the_interface_error():
                             'options': {'remote_ip': '10.0.0.2'}}]))
     assert json.loads(state.status())['ports']['vx1']['error'] == (
         'vx1: could not bind the VXLAN socket to 0.0.0.0:4789 (Address already in use)')
+
+
+def test_the_sflow_entry_is_parsed_and_applied():
+    desired = parse_desired(doc(sflow={'targets': ['127.0.0.1'], 'sampling': 64}))
+    assert (desired.sflow.targets, desired.sflow.sampling, desired.sflow.polling) == \
+        (('127.0.0.1',), 64, 30)
+    assert parse_desired(doc()).sflow is None
+    with pytest.raises(ValueError, match='sflow: targets'):
+        parse_desired(doc(sflow={'targets': 'x'}))
+    switch = FakeSwitch(present=())
+    BridgeState(switch).apply(doc(sflow={'targets': ['127.0.0.1:1']}))
+    assert switch.sflow_options.targets == ('127.0.0.1:1',)

@@ -12,21 +12,21 @@ import struct
 
 import pytest
 
-from mnovs.ofagent import ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import ofp
+from mnovs.openflow.codec import (
     BarrierReply, BarrierRequest, EchoReply, EchoRequest, ErrorMsg, FeaturesReply,
     FeaturesRequest, FlowMod, FlowRemoved, GetAsyncReply, GetAsyncRequest, GetConfigReply,
     GetConfigRequest, GroupMod, Hello, MeterMod, MultipartReply, MultipartRequest, PacketIn,
     PacketOut, PacketQueue, PortMod, PortStatus, QueueGetConfigReply, QueueGetConfigRequest,
     RoleReply, RoleRequest, SetAsync, SetConfig, TableMod, decode, encode, error_reply,
     negotiate_version, split_messages)
-from mnovs.ofagent.messages import Bucket, MeterBand, Port
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.messages import Bucket, MeterBand, Port
+from mnovs.openflow.multipart import (
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupDesc, GroupFeatures, GroupStats,
     GroupStatsRequest, MeterConfig, MeterFeatures, MeterMultipartRequest, MeterStats,
     PortStats, PortStatsRequest, QueueStats, QueueStatsRequest, TableFeatures, TableStats)
-from mnovs.ofagent.ofp import OFPError
-from mnovs.ofagent.oxm import encode_match
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.oxm import encode_match
 
 
 def ryu_of13():

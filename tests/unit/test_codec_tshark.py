@@ -11,15 +11,15 @@ import subprocess
 
 import pytest
 
-from mnovs.ofagent import ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import ofp
+from mnovs.openflow.codec import (
     BarrierReply, BarrierRequest, EchoReply, EchoRequest, ErrorMsg, FeaturesReply,
     FeaturesRequest, FlowMod, FlowRemoved, GetAsyncReply, GetAsyncRequest, GetConfigReply,
     GetConfigRequest, GroupMod, Hello, MeterMod, MultipartReply, MultipartRequest, PacketIn,
     PacketOut, PacketQueue, PortMod, PortStatus, QueueGetConfigReply, QueueGetConfigRequest,
     RoleReply, RoleRequest, SetAsync, SetConfig, TableMod, encode, split_messages)
-from mnovs.ofagent.messages import Bucket, MeterBand, Port
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.messages import Bucket, MeterBand, Port
+from mnovs.openflow.multipart import (
     AggregateStats, Desc, FlowStats, FlowStatsRequest, GroupDesc, GroupFeatures, GroupStats,
     MeterConfig, MeterFeatures, MeterMultipartRequest, MeterStats, PortStats, QueueStats,
     TableFeatures, TableStats)

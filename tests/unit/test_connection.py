@@ -13,10 +13,12 @@ import time
 
 import pytest
 
-from mnovs.ofagent import codec, connection
-from mnovs.ofagent.codec import EchoReply, EchoRequest, Hello
+from mnovs.openflow import codec
+
+from mnovs.ofagent import connection
+from mnovs.openflow.codec import EchoReply, EchoRequest, Hello
 from mnovs.ofagent.connection import ActiveTarget, Channel, PassiveListener
-from mnovs.ofagent.ofp import OFP_HEADER
+from mnovs.openflow.ofp import OFP_HEADER
 from mnovs.ofagent.ofproto import PROBE_INTERVAL, OFProto
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE

@@ -10,7 +10,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
                                 ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr,
                                 IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
-from scapy.layers.l2 import ARP, LLC, Dot1AD, Dot1Q, Dot3, Ether
+from scapy.layers.l2 import ARP, LLC, Dot1AD, Dot1AH, Dot1Q, Dot3, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
@@ -58,10 +58,10 @@ def test_layout_order_and_offsets():
     assert names == ['recirc_id', 'dp_hash', 'tun_id', 'tun_src', 'tun_dst', 'tun_tos',
                      'tun_ttl', 'tun_flags', 'in_port', 'eth_dst', 'eth_src', 'eth_type',
                      'vlan_tpid', 'vlan_tci',
-                     'mpls_lse', 'nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label',
+                     'mpls_lse', 'pbb_itag', 'nw_src', 'nw_dst', 'ipv6_src', 'ipv6_dst', 'ipv6_label',
                      'nw_proto', 'nw_tos', 'nw_ttl', 'nw_frag', 'tp_src', 'tp_dst',
                      'tcp_flags', 'arp_sha', 'arp_tha', 'nd_target']
-    assert KEY_LEN == flow.FLOW_KEY.size == 136
+    assert KEY_LEN == flow.FLOW_KEY.size == 140
     assert flow.MD_LEN == FIELD_SLICES['eth_dst'][0] == 32
     offset = 0
     for name in names:
@@ -69,7 +69,7 @@ def test_layout_order_and_offsets():
         offset += FIELD_SLICES[name][1]
     assert offset == KEY_LEN
     assert FIELD_SLICES['eth_src'] == (38, 6)
-    assert FIELD_SLICES['nd_target'] == (120, 16)
+    assert FIELD_SLICES['nd_target'] == (124, 16)
 
 
 def test_make_key_and_key_fields_round_trip():
@@ -220,6 +220,23 @@ def test_mpls_top_label_only():
     assert fields['eth_type'] == 0x8847
     assert fields['mpls_lse'] == 100 << 12 | 3 << 9 | 0 << 8 | 64
     assert fields['nw_src'] == bytes(4) and fields['nw_proto'] == 0
+
+
+def test_pbb_itag_and_nothing_behind_it():
+    pkt = eth() / Dot1AH(prio=5, dei=1, nca=1, isid=0xabcdef) / Ether(dst=MAC1) / IP()
+    fields, err = extract(pkt)
+    assert err is None
+    assert fields['eth_type'] == 0x88e7
+    assert fields['pbb_itag'] == 5 << 29 | 1 << 28 | 1 << 27 | 0xabcdef
+    assert fields['eth_dst'] == mac(MAC2)                  # the backbone header's B-DA
+    assert fields['nw_src'] == bytes(4) and fields['nw_proto'] == 0
+
+
+def test_pbb_behind_a_backbone_tag():
+    pkt = eth() / Dot1AD(vlan=9) / Dot1AH(isid=0x123) / Ether() / IP()
+    fields, err = extract(pkt)
+    assert err is None
+    assert (fields['vlan_tpid'], fields['eth_type'], fields['pbb_itag']) == (0x88a8, 0x88e7, 0x123)
 
 
 def test_arp_request():
@@ -392,6 +409,8 @@ def truncation_expectations():
     yield 'arp', arp, [(14, 42, flow.ERR_TRUNCATED_ARP)]
     mpls = eth() / MPLS(label=5) / IP()
     yield 'mpls', mpls, [(14, 18, flow.ERR_TRUNCATED_MPLS), (18, 38, None)]
+    pbb = eth() / Dot1AH(isid=7) / Ether() / IP()
+    yield 'pbb', pbb, [(14, 18, flow.ERR_TRUNCATED_PBB), (18, 52, None)]
     icmp = eth() / IP() / ICMP()
     yield 'icmp', icmp, [(14, 34, flow.ERR_TRUNCATED_IPV4), (34, 42, flow.ERR_TRUNCATED_ICMP)]
     sctp = eth() / IP() / SCTP()

@@ -8,7 +8,7 @@ import pytest
 from mnovs.dp.flow import make_key
 from mnovs.ofagent.group import HASH_BITS, GroupTable, port_is_live
 from mnovs.ofagent.match import field_bits
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPBAC_BAD_OUT_GROUP, OFPET_BAD_ACTION, OFPET_GROUP_MOD_FAILED, OFPFC_ADD,
     OFPG_ALL, OFPG_ANY, OFPGC_ADD, OFPGC_DELETE, OFPGC_MODIFY, OFPGMFC_BAD_COMMAND,
     OFPGMFC_BAD_TYPE, OFPGMFC_BAD_WATCH, OFPGMFC_CHAINED_GROUP, OFPGMFC_GROUP_EXISTS,

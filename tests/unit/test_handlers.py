@@ -9,14 +9,16 @@ Ryu, a real controller's parser.
 
 import pytest
 
-from mnovs.ofagent import codec, handlers, ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import codec, ofp
+
+from mnovs.ofagent import handlers
+from mnovs.openflow.codec import (
     EchoReply, EchoRequest, ErrorMsg, FeaturesReply, FeaturesRequest, FlowMod, GetAsyncReply,
     GetAsyncRequest, GetConfigReply, GetConfigRequest, GroupMod, Hello, MeterMod,
     MultipartRequest, PacketIn, PacketOut, PortMod, QueueGetConfigReply, QueueGetConfigRequest,
     RoleReply, RoleRequest, SetAsync, SetConfig, TableMod)
-from mnovs.ofagent.messages import Bucket, MeterBand
-from mnovs.ofagent.multipart import GroupStatsRequest, TableFeatures
+from mnovs.openflow.messages import Bucket, MeterBand
+from mnovs.openflow.multipart import GroupStatsRequest, TableFeatures
 from test_codec import ryu_parse
 from test_ofproto import (
     FakeChannel, Switch, apply, odp_outputs, output, table_miss_to_controller, udp)

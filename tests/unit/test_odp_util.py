@@ -204,7 +204,7 @@ def test_key_bits_outside_mask_are_ignored():
     ((('set_masked', 'ipv6_dst', ip6('2001:db8::1'), b'\xff' * 16),),
      'set(ipv6(dst=2001:db8::1))'),
     ((('set_masked', 'vlan_tci', b'\x20\x05', b'\xef\xff'),), 'set(vlan(vid=5,pcp=1))'),
-    ((('sample', 0.5, b'\x01'),), 'sample(0.5,01)'),
+    ((('trunc', 0.5, b'\x01'),), 'trunc(0.5,01)'),
 ])
 def test_format_actions(actions, text):
     assert format_actions(actions) == text

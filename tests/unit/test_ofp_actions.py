@@ -2,9 +2,9 @@
 
 import pytest
 
-from mnovs.ofagent import ofp
-from mnovs.ofagent.ofp import OFPError
-from mnovs.ofagent.ofp_actions import (
+from mnovs.openflow import ofp
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.ofp_actions import (
     ACTIONS, INSTRUCTIONS, decode_actions, decode_instructions, encode_action, encode_actions,
     encode_instructions, is_valid_out_port)
 

@@ -20,15 +20,16 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from mnovs.dp.flow import flow_extract, key_fields, md_of
+from mnovs.dp.tunnel import parse_tunnel_config
 from mnovs.dp.offload import GSO_TCPV4, VNET_HDR_LEN
-from mnovs.ofagent import codec, ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import codec, ofp
+from mnovs.openflow.codec import (
     BarrierRequest, FlowMod, Hello, MultipartRequest, PacketIn, PacketOut, SetAsync,
     SetConfig)
 from mnovs.ofagent.connection import ActiveTarget
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.mac_learning import MacTable
-from mnovs.ofagent.multipart import FlowStatsRequest
+from mnovs.openflow.multipart import FlowStatsRequest
 from mnovs.ofagent.ofproto import ADD_BATCH_DELAY, N_BUFFERS, OFProto
 from mnovs.ofagent.xlate import xlate
 from test_offload import assert_checksums, partial
@@ -643,6 +644,19 @@ def test_standalone_without_controller_forwards_normal():
     switch.receive(2, udp(2, 1))
     assert switch.port(1).frames() == [udp(2, 1)]
     assert switch.ofproto.fail_open()
+
+
+def test_standalone_floods_into_a_tunnel_port_with_its_header():
+    switch = Switch('standalone')
+    vx = FakePort(4)
+    vx.tunnel, _ = parse_tunnel_config('vx1', 'vxlan', {'remote_ip': '10.0.2.1', 'key': '42'})
+    switch.dp.ports[4] = vx
+    switch.ofproto.port_added(vx)
+    switch.receive(1, udp(1, 2))
+    (flow,) = switch.dp.flow_dump()
+    assert [a[0] for a in flow.actions] == ['output', 'output', 'set_tunnel', 'output']
+    assert flow.actions[2][1].tun_id == 42 and flow.actions[3] == ('output', 4)
+    assert not switch.ofproto.is_stale(flow)
 
 
 def test_active_controller_switches_to_the_tables_and_back():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from mnovs.ofagent import ofp
-from mnovs.ofagent.ofp import OFPError
-from mnovs.ofagent.oxm import (
+from mnovs.openflow import ofp
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.oxm import (
     OXM_BY_NAME, OXM_FIELDS, decode_match, encode_match, oxm_field_of, oxm_header,
     prerequisites_met, validate_match)
 
@@ -158,6 +158,8 @@ def test_full_mask_is_exact_and_mask_clipped():
     assert decode(flabel)['ipv6_flabel'] == (0x12345, None)
     vid = raw_match(tlv(6, b'\x10\x05', b'\xff\xff'))       # 16 mask bits for 13 field bits
     assert decode(vid) == {'vlan_vid': (0x1005, None)}
+    vid_bits = raw_match(tlv(6, b'\x00\x05', b'\x0f\xff'))  # VID bits, tagged or not
+    assert decode(vid_bits) == {'vlan_vid': (0x0005, 0x0fff)}
 
 
 @pytest.mark.parametrize('data,code', [
@@ -176,6 +178,8 @@ def test_full_mask_is_exact_and_mask_clipped():
     (raw_match(tlv(5, b'\x08\x00', b'\xff\xff')), ofp.OFPBMC_BAD_MASK),  # even all-ones
     (raw_match(tlv(6, b'\x10\x01'), tlv(7, b'\x08')), ofp.OFPBMC_BAD_VALUE),  # pcp 8
     (raw_match(tlv(6, b'\x00\x05')), ofp.OFPBMC_BAD_VALUE),            # vid without PRESENT
+    (raw_match(tlv(6, b'\x00\x05', b'\x1f\xff')), ofp.OFPBMC_BAD_VALUE),  # the same, masked
+    (raw_match(tlv(6, b'\x10\x05', b'\x0f\xff')), ofp.OFPBMC_BAD_WILDCARDS),
     (raw_match(tlv(6, b'\x20\x00')), ofp.OFPBMC_BAD_VALUE),            # beyond 13 bits
     (raw_match(tlv(5, b'\x08\x00'), tlv(11, b'\x0a\x00\x00\x01', b'\xff\x00\x00\x00')),
      ofp.OFPBMC_BAD_WILDCARDS),                                        # value bits outside mask

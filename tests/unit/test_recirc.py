@@ -85,3 +85,20 @@ def test_hash_spreads_flows_and_keeps_each_on_one_output():
     assert format_actions((('hash', 0), ('recirc', 1))) == 'hash(l4(0)),recirc(0x1)'
     second = next(f for f in dp.flow_dump() if f.actions == (('output', 3),))
     assert format_megaflow(second.key, second.mask).startswith('recirc_id(0x1),dp_hash(0x1/0x1),')
+
+
+def test_pop_pbb_then_a_later_table_matches_the_customer_frame():
+    switch = Switch()
+    controller = switch.connect()
+    customer = bytes(inner(53))
+    backbone = bytes.fromhex('0000000000aa0000000000bb88e7') + (0x00000005).to_bytes(4, 'big')
+    switch.flow_mod(controller, match={'eth_type': (0x88e7, None)},
+                    instructions=apply(('pop_pbb',)) + (('goto_table', 1),))
+    switch.flow_mod(controller, table_id=1, match=dict(UDP53_MATCH),
+                    instructions=apply(('output', 2, 0xffff)))
+    switch.receive(1, backbone + customer)
+    assert switch.port(2).frames() == [customer]
+    assert sorted(f.actions[-1][0] for f in switch.dp.flow_dump()) == ['output', 'recirc']
+
+
+UDP53_MATCH = {'eth_type': (0x0800, None), 'ip_proto': (17, None), 'udp_dst': (53, None)}

@@ -13,16 +13,17 @@ from types import SimpleNamespace
 import pytest
 
 from mnovs.dp.meter import MeterTable
-from mnovs.ofagent import ofp
-from mnovs.ofagent.codec import (
+from mnovs.openflow import ofp
+from mnovs.openflow.codec import (
     FlowMod, GroupMod, MeterMod, MultipartReply, MultipartRequest, decode, encode,
     split_messages)
 from mnovs.ofagent.group import GroupTable
-from mnovs.ofagent.messages import Bucket, MeterBand, Port
-from mnovs.ofagent.multipart import (
+from mnovs.openflow.messages import Bucket, MeterBand, Port
+from mnovs.openflow.multipart import (
     FlowStatsRequest, GroupStatsRequest, MeterMultipartRequest, PortStatsRequest,
     QueueStatsRequest, TableFeatures)
-from mnovs.ofagent.ofp import OFPError
+from mnovs.openflow.ofp import OFPError
+from mnovs.openflow.ofp_actions import ACTION_BY_TYPE
 from mnovs.ofagent.stats import MAX_BANDS, MAX_METERS, SW_DESC, U64_MAX, multipart_reply_body
 from mnovs.ofagent.table import N_TABLES, Pipeline
 from test_codec import ryu_of13, ryu_parse
@@ -209,15 +210,18 @@ def test_table_features(switch):
     assert actions == props[ofp.OFPTFPT_WRITE_ACTIONS]
     assert {ofp.OFPAT_OUTPUT, ofp.OFPAT_GROUP, ofp.OFPAT_SET_FIELD, ofp.OFPAT_PUSH_MPLS} <= set(
         actions)
-    assert not {ofp.OFPAT_COPY_TTL_IN, ofp.OFPAT_COPY_TTL_OUT, ofp.OFPAT_PUSH_PBB} & set(actions)
+    # Every OF1.3 action but the experimenter's.
+    assert set(actions) == {number for number, _ in ACTION_BY_TYPE.items()}
     match = props[ofp.OFPTFPT_MATCH]
     assert match == props[ofp.OFPTFPT_WILDCARDS]
-    assert {'in_port', 'metadata', 'vlan_vid', 'tcp_dst', 'mpls_bos', 'tunnel_id'} <= set(match)
-    assert not {'in_phy_port', 'pbb_isid', 'ipv6_exthdr'} & set(match)
+    assert {'in_port', 'metadata', 'vlan_vid', 'tcp_dst', 'mpls_bos', 'tunnel_id',
+            'pbb_isid'} <= set(match)
+    assert not {'in_phy_port', 'ipv6_exthdr'} & set(match)
     setfield = props[ofp.OFPTFPT_APPLY_SETFIELD]
     assert setfield == props[ofp.OFPTFPT_WRITE_SETFIELD]
-    assert {'eth_dst', 'vlan_vid', 'ipv4_src', 'tcp_dst', 'mpls_label'} <= set(setfield)
-    assert not {'in_port', 'metadata', 'eth_type', 'ip_proto', 'mpls_bos'} & set(setfield)
+    assert {'eth_dst', 'vlan_vid', 'ipv4_src', 'tcp_dst', 'mpls_label', 'mpls_bos', 'pbb_isid',
+            'icmpv4_type', 'icmpv6_code', 'ipv6_nd_target', 'ipv6_nd_sll'} <= set(setfield)
+    assert not {'in_port', 'metadata', 'eth_type', 'ip_proto'} & set(setfield)
     assert reply(switch, ofp.OFPMP_TABLE_FEATURES) is body          # cached
 
 
@@ -331,7 +335,8 @@ def test_group_features(switch):
     assert body.max_groups == (ofp.OFPG_MAX,) * 4
     actions = body.actions[0]
     assert set(body.actions) == {actions}
-    assert actions & 1 << ofp.OFPAT_GROUP and not actions & 1 << ofp.OFPAT_COPY_TTL_OUT
+    assert actions & 1 << ofp.OFPAT_GROUP and actions & 1 << ofp.OFPAT_PUSH_PBB
+    assert not actions & 1 << 1                 # OF1.3 has no action type 1
     features = ryu_entries(ofp.OFPMP_GROUP_FEATURES, body)
     assert (features.types, features.max_groups, features.actions) == (
         0b1111, [ofp.OFPG_MAX] * 4, [actions] * 4)

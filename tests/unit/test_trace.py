@@ -20,7 +20,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from mnovs.dp.flow import KEY_LEN, flow_extract, md_of, make_key, make_mask
 from mnovs.ofagent.match import KEY_ONES, METADATA_SHIFT, compile_match, field_shift
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPGT_ALL, OFPGT_FF, OFPGT_SELECT, OFPP_ANY, OFPP_CONTROLLER, OFPP_FLOOD, OFPP_NORMAL,
     OFPPC_NO_FWD, OFPPC_NO_RECV)
 from mnovs.ofagent.table import FlowTable, Rule

@@ -18,7 +18,7 @@ from mnovs.ofagent.group import HASH_BITS, GroupTable
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.match import field_bits
 from mnovs.ofagent.normal import NORMAL_MASK, NormalSwitch
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPFC_ADD, OFPFC_DELETE, OFPFC_MODIFY, OFPG_ANY, OFPGC_ADD, OFPGC_MODIFY,
     OFPGT_ALL, OFPGT_FF, OFPGT_INDIRECT, OFPGT_SELECT, OFPP_ALL, OFPP_ANY,
     OFPP_CONTROLLER, OFPP_FLOOD, OFPP_IN_PORT, OFPP_LOCAL, OFPP_NORMAL, OFPP_TABLE,

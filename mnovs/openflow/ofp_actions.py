@@ -28,7 +28,8 @@ Checks on decode (OFPET_BAD_ACTION unless said otherwise):
 - BAD_ARGUMENT: push_vlan not 0x8100/0x88a8, push_mpls not 0x8847/0x8848,
   push_pbb not 0x88e7;
 - set_field: BAD_SET_TYPE (unknown or read-only field), BAD_SET_LEN (OXM
-  length or action length wrong), BAD_SET_ARGUMENT (a mask, a value too wide).
+  length or action length wrong), BAD_SET_ARGUMENT (a mask, a value too wide,
+  a vlan_vid without OFPVID_PRESENT).
 Instructions (OFPET_BAD_INSTRUCTION): UNKNOWN_INST, BAD_EXPERIMENTER, BAD_LEN,
 and UNSUP_INST for a type given twice (OF1.3 has no DUP_INST code).  What
 needs the switch's state (does the port, group, meter or table exist, is a
@@ -37,7 +38,7 @@ set_field consistent with the match) is the agent's to check.
 
 import struct
 
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPAT_COPY_TTL_IN, OFPAT_COPY_TTL_OUT, OFPAT_DEC_MPLS_TTL, OFPAT_DEC_NW_TTL,
     OFPAT_EXPERIMENTER, OFPAT_GROUP, OFPAT_OUTPUT, OFPAT_POP_MPLS, OFPAT_POP_PBB,
     OFPAT_POP_VLAN, OFPAT_PUSH_MPLS, OFPAT_PUSH_PBB, OFPAT_PUSH_VLAN, OFPAT_SET_FIELD,
@@ -47,8 +48,9 @@ from mnovs.ofagent.ofp import (
     OFPBIC_BAD_EXPERIMENTER, OFPBIC_BAD_LEN, OFPBIC_UNKNOWN_INST, OFPBIC_UNSUP_INST,
     OFPET_BAD_ACTION, OFPET_BAD_INSTRUCTION, OFPG_MAX, OFPIT_APPLY_ACTIONS,
     OFPIT_CLEAR_ACTIONS, OFPIT_EXPERIMENTER, OFPIT_GOTO_TABLE, OFPIT_METER,
-    OFPIT_WRITE_ACTIONS, OFPIT_WRITE_METADATA, OFPP_ANY, OFPP_IN_PORT, OFPP_MAX, OFPError)
-from mnovs.ofagent.oxm import (
+    OFPIT_WRITE_ACTIONS, OFPIT_WRITE_METADATA, OFPP_ANY, OFPP_IN_PORT, OFPP_MAX,
+    OFPVID_PRESENT, OFPError)
+from mnovs.openflow.oxm import (
     OXM_BY_NAME, OXM_HEADER, check_field_value, oxm_field_of, oxm_header)
 
 TLV_HEADER = struct.Struct('!HH')               # type, len
@@ -153,6 +155,10 @@ def _decode_set_field(buf, pos, length):
         check_field_value(field, value, None)
     except OFPError:
         raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT) from None
+    if field.name == 'vlan_vid' and not value & OFPVID_PRESENT:
+        # A VID is written into a tag: "no tag" is no value (OF1.5 says so
+        # outright; OVS refuses it under OF1.3 too).
+        raise OFPError(OFPET_BAD_ACTION, OFPBAC_BAD_SET_ARGUMENT)
     return ('set_field', field.name, value)
 
 

@@ -2,7 +2,7 @@
 
 Every message type has a dataclass, named after its spec struct
 (ofp_flow_mod -> FlowMod), with the spec's field names and `xid` last; codec.py
-codes them and re-exports them (`from mnovs.ofagent.codec import FlowMod`).
+codes them and re-exports them (`from mnovs.openflow.codec import FlowMod`).
 Defaults are the spec's usual values (OFP_NO_BUFFER, OFPP_ANY, priority
 0x8000, ...), so `FlowMod(match=..., instructions=...)` is a plain add.
 
@@ -32,13 +32,13 @@ import functools
 import struct
 from dataclasses import dataclass, field, fields
 
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBRC_BAD_LEN, OFPET_BAD_REQUEST, OFPET_GROUP_MOD_FAILED, OFPET_METER_MOD_FAILED,
     OFPFC_ADD, OFPGC_ADD, OFPGMFC_BAD_BUCKET, OFPGT_ALL, OFPG_ANY, OFPMBT_DROP,
     OFPMBT_DSCP_REMARK, OFPMC_ADD, OFPMF_KBPS, OFPMMFC_BAD_BAND, OFPP_ANY, OFPP_CONTROLLER,
     OFPR_NO_MATCH, OFP_DEFAULT_MISS_SEND_LEN, OFP_DEFAULT_PRIORITY, OFP_NO_BUFFER,
     OFP_VERSION, OFPError)
-from mnovs.ofagent.ofp_actions import decode_actions, encode_actions
+from mnovs.openflow.ofp_actions import decode_actions, encode_actions
 
 
 # ---- flat structs <-> dataclasses ------------------------------------------

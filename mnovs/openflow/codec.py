@@ -40,15 +40,15 @@ A PACKET_IN's data alone is cut to fit, as a 64 KB GSO frame would not.
 
 import struct
 
-from mnovs.ofagent.messages import (
+from mnovs.openflow.messages import (
     PORT, BarrierReply, BarrierRequest, EchoReply, EchoRequest, ErrorMsg, FeaturesReply,
     FeaturesRequest, FlowMod, FlowRemoved, GetAsyncReply, GetAsyncRequest, GetConfigReply,
     GetConfigRequest, GroupMod, Hello, MeterMod, MultipartReply, MultipartRequest,
     PacketIn, PacketOut, PacketQueue, Port, PortMod, PortStatus, QueueGetConfigReply,
     QueueGetConfigRequest, RoleReply, RoleRequest, SetAsync, SetConfig, TableMod,
     decode_bands, decode_buckets, encode_bands, encode_buckets, pack_struct, unpack_struct)
-from mnovs.ofagent.multipart import MULTIPART_HEADER, decode_body, encode_body
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.multipart import MULTIPART_HEADER, decode_body, encode_body
+from mnovs.openflow.ofp import (
     OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN, OFPBRC_BAD_PORT, OFPBRC_BAD_TYPE,
     OFPBRC_BAD_VERSION, OFPCR_ROLE_SLAVE, OFPC_FRAG_MASK, OFPET_BAD_REQUEST,
     OFPET_EXPERIMENTER, OFPET_FLOW_MOD_FAILED, OFPET_GROUP_MOD_FAILED,
@@ -66,9 +66,9 @@ from mnovs.ofagent.ofp import (
     OFPT_QUEUE_GET_CONFIG_REPLY, OFPT_QUEUE_GET_CONFIG_REQUEST, OFPT_ROLE_REPLY,
     OFPT_ROLE_REQUEST, OFPT_SET_ASYNC, OFPT_SET_CONFIG, OFPT_TABLE_MOD, OFP_ERROR_DATA_MAX,
     OFP_HEADER, OFP_HEADER_SIZE, OFP_MAX_MESSAGE_LEN, OFP_VERSION, OFPError)
-from mnovs.ofagent.ofp_actions import (
+from mnovs.openflow.ofp_actions import (
     decode_actions, decode_instructions, encode_actions, encode_instructions)
-from mnovs.ofagent.oxm import decode_match, encode_match
+from mnovs.openflow.oxm import decode_match, encode_match
 
 # Bodies after the 8-byte header (spec sizes include the header).
 EMPTY = struct.Struct('')

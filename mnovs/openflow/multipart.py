@@ -35,10 +35,10 @@ import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
 
-from mnovs.ofagent.messages import (
+from mnovs.openflow.messages import (
     PORT, Port, decode_bands, decode_buckets, encode_bands, encode_buckets, pack_struct,
     unpack_struct)
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBRC_BAD_EXPERIMENTER, OFPBRC_BAD_LEN, OFPBRC_BAD_MULTIPART, OFPET_BAD_REQUEST,
     OFPET_TABLE_FEATURES_FAILED, OFPG_ALL, OFPG_ANY, OFPMP_AGGREGATE, OFPMP_DESC,
     OFPMP_EXPERIMENTER, OFPMP_FLOW, OFPMP_GROUP, OFPMP_GROUP_DESC, OFPMP_GROUP_FEATURES,
@@ -51,8 +51,8 @@ from mnovs.ofagent.ofp import (
     OFPTFPT_NEXT_TABLES_MISS, OFPTFPT_WILDCARDS, OFPTFPT_WRITE_ACTIONS,
     OFPTFPT_WRITE_ACTIONS_MISS, OFPTFPT_WRITE_SETFIELD, OFPTFPT_WRITE_SETFIELD_MISS,
     OFPTT_ALL, OFP_HEADER_SIZE, OFP_MAX_MESSAGE_LEN, OFPError)
-from mnovs.ofagent.ofp_actions import decode_instructions, encode_instructions
-from mnovs.ofagent.oxm import OXM_BY_NAME, decode_match, encode_match, oxm_field_of, oxm_header
+from mnovs.openflow.ofp_actions import decode_instructions, encode_instructions
+from mnovs.openflow.oxm import OXM_BY_NAME, decode_match, encode_match, oxm_field_of, oxm_header
 
 MULTIPART_HEADER = struct.Struct('!HH4x')       # type, flags
 assert MULTIPART_HEADER.size == 8

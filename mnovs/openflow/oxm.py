@@ -34,12 +34,20 @@ bytes to convert them to.  Decoding normalises an all-ones mask to None and
 drops mask bits beyond the field's width in bits (vlan_vid is 13 bits in 2
 bytes: OFPVID_PRESENT | vid).
 
+VLAN matches, as OF1.3's table of VLAN match combinations has them: no
+vlan_vid matches every frame; OFPVID_NONE exact, untagged frames only;
+OFPVID_PRESENT/OFPVID_PRESENT, every tagged frame; OFPVID_PRESENT|vid
+exact, that VID.  Any other mask compares bits as for any field: with
+OFPVID_PRESENT in the mask it also says "tagged" or "untagged"; without it
+only the VID bits count, an untagged frame's VID being 0 (as in OVS).
+
 Checks, with the spec's errors (OFPET_BAD_MATCH):
 - BAD_TYPE: ofp_match type is not OFPMT_OXM;  BAD_LEN: lengths do not add up;
 - BAD_FIELD: unknown class or field;  DUP_FIELD: a field given twice;
 - BAD_MASK: a mask on a field the spec makes exact-match only;
 - BAD_VALUE: a value wider than the field (vlan_pcp 8), or a VLAN id
-  without OFPVID_PRESENT;
+  without OFPVID_PRESENT where the mask demands "no tag" (an exact
+  vlan_vid, or a mask with OFPVID_PRESENT);
 - BAD_WILDCARDS: a value bit set where the mask is 0 (spec 1.3.5, 7.2.3.5;
   the ONF conformance suite and the reference switch agree);
 - BAD_PREREQ: a prerequisite missing, masked or with another value (tcp_src
@@ -50,7 +58,7 @@ Checks, with the spec's errors (OFPET_BAD_MATCH):
 import struct
 from collections import namedtuple
 
-from mnovs.ofagent.ofp import (
+from mnovs.openflow.ofp import (
     OFPBMC_BAD_FIELD, OFPBMC_BAD_LEN, OFPBMC_BAD_MASK, OFPBMC_BAD_PREREQ, OFPBMC_BAD_TYPE,
     OFPBMC_BAD_VALUE, OFPBMC_BAD_WILDCARDS, OFPBMC_DUP_FIELD, OFPET_BAD_MATCH, OFPMT_OXM,
     OFPVID_PRESENT, OFPXMC_NXM_1, OFPXMC_OPENFLOW_BASIC, OFPError)
@@ -214,7 +222,8 @@ def check_field_value(field, value, mask):
         raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE)
     if mask is not None and (value & ~mask or mask >> field.bits):
         raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_WILDCARDS)
-    if field.name == 'vlan_vid' and value & 0x0fff and not value & OFPVID_PRESENT:
+    if field.name == 'vlan_vid' and value & 0x0fff and not value & OFPVID_PRESENT \
+            and (mask is None or mask & OFPVID_PRESENT):
         raise OFPError(OFPET_BAD_MATCH, OFPBMC_BAD_VALUE)          # a VLAN id, but "no tag"
 
 

@@ -112,7 +112,6 @@ def switch(underlay, tmp_path_factory):
                         'type=vxlan', f'options:remote_ip={UNDERLAY_PEER}', 'options:key=42')
         assert done.returncode == 0 and not done.stderr, done.stderr
         assert db.get('interface', 'vx1', 'error') == '[]'
-        normal_by_openflow(db)
         yield db
     finally:
         db.stop()
@@ -121,16 +120,10 @@ def switch(underlay, tmp_path_factory):
 OFCTL = ('ovs-ofctl', '-O', 'OpenFlow13')
 
 
-def normal_by_openflow(db):
-    """NORMAL through the OpenFlow tables: fail mode secure, one flow actions=NORMAL.
-
-    Standalone's fail-open NORMAL skips the OpenFlow translation, and with
-    it the set_tunnel of outputs to tunnel ports (see
-    test_standalone_normal_reaches_the_peer).
-    """
-    db.vsctl('set-fail-mode', BRIDGE, 'secure')
+def standalone(db):
+    """Fail mode standalone, no flows: NORMAL forwards (fail-open), as after add-br."""
     sh(*OFCTL, 'del-flows', BRIDGE, env=db.env)
-    sh(*OFCTL, 'add-flow', BRIDGE, 'priority=0,actions=NORMAL', env=db.env)
+    db.vsctl('set-fail-mode', BRIDGE, 'standalone')
 
 
 def appctl(db, *args):
@@ -287,7 +280,7 @@ def test_bad_options_and_a_taken_socket_are_interface_errors(switch):
 def test_openflow_flows_send_and_receive_through_the_tunnel(switch):
     ports = {name: switch.get('interface', name, 'ofport') for name in ('vxt-s1', 'vx1')}
     try:
-        sh(*OFCTL, 'del-flows', BRIDGE, env=switch.env)
+        switch.vsctl('set-fail-mode', BRIDGE, 'secure')
         sh(*OFCTL, 'add-flow', BRIDGE,
            f'in_port={ports["vxt-s1"]},actions=output:{ports["vx1"]}', env=switch.env)
         sh(*OFCTL, 'add-flow', BRIDGE,
@@ -297,7 +290,7 @@ def test_openflow_flows_send_and_receive_through_the_tunnel(switch):
         assert 'set(tunnel(tun_id=0x2a,dst=172.31.250.2' in flows, flows
         assert 'tunnel(tun_id=0x2a,src=172.31.250.2,dst=172.31.250.1' in flows, flows
     finally:
-        normal_by_openflow(switch)
+        standalone(switch)
 
 
 def test_set_field_tun_id_sends_that_vni(switch):
@@ -308,6 +301,8 @@ def test_set_field_tun_id_sends_that_vni(switch):
                      f'options:remote_ip={UNDERLAY_PEER}', 'options:key=flow')
         ports['vxf'] = switch.get('interface', 'vxf', 'ofport')
         sh('ip', '-n', H1, 'addr', 'add', '192.168.251.1/24', 'dev', 'vxt-h')
+        switch.vsctl('set-fail-mode', BRIDGE, 'secure')
+        sh(*OFCTL, 'add-flow', BRIDGE, 'priority=0,actions=NORMAL', env=switch.env)
         sh(*OFCTL, 'add-flow', BRIDGE, 'priority=10,ip,nw_dst=192.168.251.2,actions='
            f'set_field:43->tun_id,output:{ports["vxf"]}', env=switch.env)
         sh(*OFCTL, 'add-flow', BRIDGE, 'priority=10,arp,arp_tpa=192.168.251.2,actions='
@@ -318,18 +313,18 @@ def test_set_field_tun_id_sends_that_vni(switch):
     finally:
         sh('ip', '-n', H1, 'addr', 'del', '192.168.251.1/24', 'dev', 'vxt-h', check=False)
         switch.vsctl('--if-exists', 'del-port', 'vxf')
-        normal_by_openflow(switch)
+        standalone(switch)
 
 
-@pytest.mark.xfail(reason='fail-open NORMAL (ofproto.upcall -> normal.upcall) does not emit '
-                          'set_tunnel for outputs to tunnel ports yet', strict=False)
-def test_standalone_normal_reaches_the_peer(switch):
+def test_normal_by_an_openflow_flow_reaches_the_peer(switch):
+    """Fail mode secure with one flow actions=NORMAL: NORMAL through the tables."""
     try:
-        sh(*OFCTL, 'del-flows', BRIDGE, env=switch.env)
-        switch.vsctl('set-fail-mode', BRIDGE, 'standalone')
-        assert ping(H1, PEER_IP) == 4
+        switch.vsctl('set-fail-mode', BRIDGE, 'secure')
+        sh(*OFCTL, 'add-flow', BRIDGE, 'priority=0,actions=NORMAL', env=switch.env)
+        assert ping(H1, PEER_IP, size=1600) == 4
+        assert 'set(tunnel(tun_id=0x2a' in appctl(switch, 'dpctl/dump-flows')
     finally:
-        normal_by_openflow(switch)
+        standalone(switch)
 
 
 # --- OVS userspace as the peer ------------------------------------------------------
@@ -425,8 +420,6 @@ def ovs_peer(tmp_path_factory):
                         'type=vxlan', 'options:remote_ip=172.31.251.2', 'options:key=42',
                         'options:dst_port=4790')
         assert done.returncode == 0 and not done.stderr, done.stderr
-        db.vsctl('set-fail-mode', 'vxo', 'secure')
-        sh(*OFCTL, 'add-flow', 'vxo', 'priority=0,actions=NORMAL', env=db.env)
         yield db
     finally:
         db.stop()

@@ -27,8 +27,12 @@ tunnel routing failed"). In its own namespace OVS is as on another host:
     vxo-h2 (ns) ─ vxo-s2 ─ OVS ovxo (netdev) ─ vxo-t ── ovxu 172.31.251.2 (vxo-ovs ns)
     (UDP port 4790 on both sides)
 
-OVS's host needs `ethtool -K tx off` (OVS userspace does not take TSO
-frames from veths, see DESIGN.md).
+OVS userspace reads its veths without vnet headers, so it cannot take
+what a veth passes on unfinished: TSO frames from its host, and pyovs's
+UDP_SEGMENT batches (one GSO skb with a partial checksum, see dp/vxlan.py)
+from the underlay. So, as DESIGN.md says for its hosts, `ethtool -K tx off`
+on OVS's host and on the underlay veth toward OVS (the kernel then cuts
+and sums the batches before the veth).
 
 Everything runs under the shared lock (see the helper notes), and every
 namespace, link and process made here is removed at the end.
@@ -403,6 +407,7 @@ def ovs_peer(tmp_path_factory):
         sh('ip', 'link', 'add', 'vxo-u0', 'mtu', '1600', 'type', 'veth', 'peer', 'name',
            'vxo-u1', 'mtu', '1600', 'netns', OVS_NS)
         sh('ip', 'addr', 'add', '172.31.251.1/24', 'dev', 'vxo-u0')
+        sh('ethtool', '-K', 'vxo-u0', 'tx', 'off')
         sh('ip', 'link', 'set', 'vxo-u0', 'up')
         sh('ip', '-n', OVS_NS, 'link', 'set', 'vxo-u1', 'up')
         ovs.start()

@@ -320,3 +320,26 @@ def test_a_frame_after_a_marked_super_frame_gets_a_clean_vnet_header(pair):
     finally:
         sender.close()
     assert [packet[:2] for packet, _ in sink.upcalls] == [b'\x01\x01', b'\x00\x00']
+
+
+def test_a_flow_keeps_its_source_port_in_batches_and_single_datagrams():
+    """UDP_SEGMENT batches (checksummed) leave from the port single datagrams use."""
+    udp_port = free_udp_port()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(('127.0.0.2', udp_port))
+    listener.settimeout(2)
+    dp = Datapath('a', upcall=Sink())
+    try:
+        port = dp.add_port('vx', 3, 'vxlan', config(remote_ip='127.0.0.2',
+                                                   dst_port=free_udp_port()))
+        out = port.output_for(dp, spec_to(B, udp_port))
+        dp.exec_key = b'one flow'
+        big = tcp_packet(bytes(3000))
+        big[:10] = VNET_HDR.pack(1, GSO_TCPV4, 54, 1000, 34, 16)
+        out.send(big)                               # 3 segments in one sendmsg
+        out.send(bytes(10) + frame())               # one plain datagram
+        sources = {listener.recvfrom(65536)[1][1] for _ in range(4)}
+        assert len(sources) == 1 and port.tx_packets == 4
+    finally:
+        listener.close()
+        dp.close()

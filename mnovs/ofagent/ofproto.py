@@ -54,12 +54,14 @@ from mnovs.dp.datapath import Datapath
 from mnovs.dp.flow import flow_extract, md_of
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.ofagent import codec
+from mnovs.ofagent.bond import LACP_USERDATA, Bonds
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
 from mnovs.ofagent.messages import Port as PortDesc
 from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.pinsched import PinSched
+from mnovs.ofagent.recirc import RecircTable
 from mnovs.ofagent.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
@@ -215,8 +217,9 @@ class OFProto:
         now = time.monotonic()
         self.dp = Datapath(name, upcall=self.upcall, userspace=self.userspace,
                            flow_deleted=self.flow_deleted, **(dp_options or {}))
+        self.bonds = Bonds(RecircTable(), self._send_frame)
         self.normal = NormalSwitch(self.dp, mac_table, is_stale=self.is_stale,
-                                   went_through_normal=went_through_normal)
+                                   went_through_normal=went_through_normal, bonds=self.bonds)
         self.name = name
         self.dpid = dpid
         self.fail_mode = fail_mode
@@ -228,7 +231,8 @@ class OFProto:
         self.pipeline = Pipeline(groups=self.groups,
                                  meter_exists=lambda meter_id: meter_id in self.meter_configs)
         self.ports = {}                     # port_no -> OFPort
-        self.ctx = XlateContext(self.pipeline, self.groups, self.ports, normal=self._normal)
+        self.ctx = XlateContext(self.pipeline, self.groups, self.ports, normal=self._normal,
+                                bonds=self.bonds)
         self.config_flags = 0
         self.buffers = PacketBuffers()
         self.targets = []                   # ActiveTarget / PassiveListener
@@ -414,8 +418,12 @@ class OFProto:
         return self.normal.xlate(key)
 
     def upcall(self, packet, key):
-        """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
-        if self.fail_open():
+        """A datapath miss: translate, learn if NORMAL was used, answer with a ukey.
+
+        A bond's LACP PDUs and recirculated passes are xlate's in every
+        mode, as OVS's xlate_special runs before NORMAL or the tables.
+        """
+        if self.fail_open() and not self.bonds.is_special(key):
             return self.normal.upcall(packet, key)
         self.normal_used = False
         result = xlate(self.ctx, key)
@@ -430,10 +438,15 @@ class OFProto:
         return result.actions, result.mask, Ukey(result, self.normal_used)
 
     def userspace(self, packet, userdata, in_port):
-        """A ('userspace', userdata) action ran: send the packet to the controllers."""
+        """A ('userspace', userdata) action ran: send the packet to the controllers
+        (or, for a PDU from a bond member, to its LACP)."""
+        if userdata == LACP_USERDATA:
+            self.bonds.lacp_rx(in_port, packet[VNET_HDR_LEN:], time.monotonic())
+            return
         decoded = decode_userdata(userdata)
         if decoded is None:
             return
+        in_port = self.bonds.ofport_of(in_port)     # a bond is one OpenFlow port
         reason, table_id, cookie, max_len, metadata = decoded
         # The controller gets frames as they are on the wire: a GSO frame is
         # cut and its checksums finished here, as the kernel would have.
@@ -546,7 +559,7 @@ class OFProto:
         megaflow is also stale when its statistics would now be credited to
         other rules or group buckets (or it has no ukey: NORMAL made it).
         """
-        if self.fail_open():
+        if self.fail_open() and not self.bonds.is_special(flow.key):
             return self.normal.stale_by_normal(flow)
         ukey = flow.ukey
         if ukey is None:
@@ -665,9 +678,32 @@ class OFProto:
             self._port_status(OFPPR_DELETE, port)
 
     def port_changed(self, port_no):
+        bond = self.bonds.of_member(port_no)
+        if bond is not None:
+            # A member's link: LACP and the bond decide (run_bonds), and the
+            # bond's OpenFlow port may change with it.
+            bond.carrier_changed(port_no, time.monotonic())
+            self.run_bonds(time.monotonic())
+            port_no = bond.port_no
         port = self.ports.get(port_no)
         if port is not None:
             self._port_status(OFPPR_MODIFY, port)
+
+    # --- bonds -------------------------------------------------------------------
+
+    def bond_added(self, bond):
+        """A bond (bond.Bond, its members added) becomes an OpenFlow port."""
+        self.run_bonds(time.monotonic())
+        self.port_added(bond)
+
+    def run_bonds(self, now):
+        """LACP, member state and rebalancing; what changed is revalidated."""
+        if self.bonds.run(now):
+            self.need_revalidate = True
+
+    def _send_frame(self, port_no, frame):
+        """Send a frame the switch makes (a LACPDU) out of a datapath port."""
+        self.dp.execute(VNET_NONE + frame, (('output', port_no),))
 
     def _port_status(self, reason, port):
         self.need_revalidate = True

@@ -332,12 +332,15 @@ class BridgeState:
 
     def port_vanished(self, name):
         """The interface of a wanted port went away: say so in its error."""
-        if self.wanted is not None and any(s.name == name or name in s.options
-                                           for s in self.wanted if s.type in ('', 'bond')):
+        if self.wanted is not None and any(s.name == name or s.type == 'bond' and name in s.options
+                                           for s in self.wanted):
             self.port_errors[name] = f'could not open network device {name} (No such device)'
 
     def port_may_exist(self, name):
         """An interface appeared: a wanted port that failed for want of it is retried."""
+        for spec in self.wanted or ():
+            if spec.type == 'bond' and name in spec.options:
+                self.options.pop(spec.name, None)   # the bond is made again, with it
         if name in self.port_errors and self.switch.dp.port_by_name(name) is None:
             self._reconcile_ports()
 

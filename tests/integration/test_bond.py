@@ -1,6 +1,6 @@
 """A pyovs bond against real LACP peers: OVS's own bond, and Linux's 802.3ad bond.
 
-    h1 ── [OVS userspace bridge ob, bond obond] ══ 2 veths ══ [pyovs bridge pb, bond pbond] ── h2
+    h1 ── [OVS userspace bridge ob, bond obond] ══ 2 veths ══ [pyovs pb, bond pbond] ── h2
 
 The OVS side is the system's OVS 3.1 (ovsdb-server and ovs-vswitchd with
 datapath_type=netdev) run in private directories (OvsPrivate); the pyovs
@@ -160,9 +160,12 @@ class BondRig:
         return members
 
     def negotiated(self):
+        """Both sides say every member is current and attached."""
         members = self.lacp_members()
+        ours = self.pyovs_appctl('lacp/show', 'pbond')
         return len(members) == self.n_links and all(
-            status == 'current attached' for status, _ in members.values())
+            status == 'current attached' for status, _ in members.values()) \
+            and ours.count('current attached') == self.n_links and ' negotiated' in ours
 
     def tx_packets(self):
         """Packets pyovs sent on each member (its bond's links to OVS)."""
@@ -250,7 +253,62 @@ def test_link_down_on_one_member_keeps_the_transfer_going(rig):
     assert f'member {rig.links[0]}p: disabled' in bond
 
 
-def test_linux_8023ad_bond_as_peer():
+@pytest.fixture
+def linux_peer():
+    """h1 with a Linux 802.3ad bond of two veths whose peers are a pyovs bond's members."""
     if subprocess.run(['modprobe', 'bonding'], capture_output=True).returncode:
         pytest.skip('this kernel has no bonding driver (modprobe bonding failed)')
-    pytest.skip('Linux bonding driver present but the 802.3ad peer test is not written yet')
+    base = tempfile.mkdtemp(prefix='mnovs-lxbond-')
+    db = MnovsDb(base)
+    links = ['lxb1', 'lxb2']
+    try:
+        sh('ip', 'netns', 'add', 'lxh1')
+        sh('ip', 'netns', 'add', 'lxh2')
+        sh('ip', '-n', 'lxh1', 'link', 'add', 'bond0', 'type', 'bond', 'mode', '802.3ad',
+           'lacp_rate', 'fast', 'miimon', '100')
+        for link in links:
+            sh('ip', 'link', 'add', link, 'type', 'veth', 'peer', 'name', link + 'h',
+               'netns', 'lxh1')
+            sh('ip', '-n', 'lxh1', 'link', 'set', link + 'h', 'master', 'bond0')
+            sh('ip', 'link', 'set', link, 'up')
+        sh('ip', 'link', 'add', 'lxh2o', 'type', 'veth', 'peer', 'name', 'eth0',
+           'netns', 'lxh2')
+        sh('ip', 'link', 'set', 'lxh2o', 'up')
+        for host, dev, ip in (('lxh1', 'bond0', H1), ('lxh2', 'eth0', H2)):
+            sh('ip', '-n', host, 'addr', 'add', f'{ip}/24', 'dev', dev)
+            sh('ip', '-n', host, 'link', 'set', dev, 'up')
+        db.start()
+        for args in (('add-br', 'lx'), ('add-port', 'lx', 'lxh2o'),
+                     ('add-bond', 'lx', 'lxbond', *links, 'bond_mode=balance-tcp',
+                      'lacp=active', LACP_FAST)):
+            done = db.vsctl(*args)
+            assert done.returncode == 0, done.stderr
+        yield db
+    finally:
+        db.stop()
+        for ns in ('lxh1', 'lxh2'):
+            sh('ip', 'netns', 'del', ns, check=False)
+        for link in links + ['lxh2o']:
+            sh('ip', 'link', 'del', link, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_linux_8023ad_bond_as_peer(linux_peer):
+    def linux_state():
+        return sh('ip', 'netns', 'exec', 'lxh1', 'cat', '/proc/net/bonding/bond0')
+
+    def settled():
+        ours = sh('ovs-appctl', '-t', 'lx', 'lacp/show', 'lxbond', env=linux_peer.env)
+        return ours.count('current attached') == 2 and ' negotiated' in ours
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, linux_state()
+        time.sleep(0.5)
+    dpid = linux_peer.get('Bridge', 'lx', 'datapath_id').strip('"')
+    sys_id = ':'.join(dpid[i:i + 2] for i in range(4, 16, 2))
+    state = linux_state()
+    assert f'Partner Mac Address: {sys_id}' in state, state
+    aggregators = re.findall(r'Aggregator ID: (\d+)', state)
+    assert len(set(aggregators[1:])) == 1, state       # both slaves in the active aggregator
+    assert subprocess.run(['ip', 'netns', 'exec', 'lxh1', 'ping', '-c', '3', '-W', '2', H2],
+                          capture_output=True).returncode == 0

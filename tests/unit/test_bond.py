@@ -271,3 +271,26 @@ def test_bond_show_has_ovs_shape():
                            'bond-hash-basis: 0\n')
     assert '\nlacp_status: negotiated\nlacp_fallback_ab: false\n' in text
     assert f'\nmember ut1-eth{M1}: enabled\n  active member\n  may_enable: true\n' in text
+
+
+def test_a_port_with_two_interfaces_is_one_bond_entry_for_bridge_apply():
+    from types import SimpleNamespace as Row
+    from mnovs.bridge_db import desired_state
+
+    def iface(name, request=()):
+        return Row(name=name, type='', ofport_request=list(request), options={})
+    bond = Row(name='bond0', interfaces=[iface('p2'), iface('p1', [7])],
+               bond_mode=['balance-tcp'],
+               lacp=['active'], bond_updelay=0, bond_downdelay=0,
+               other_config={'lacp-time': 'fast'})
+    local = Row(name='br0', interfaces=[Row(name='br0', type='internal', ofport_request=[],
+                                            options={})])
+    state = desired_state(Row(name='br0', ports=[local, bond], controller=[], fail_mode=[],
+                              protocols=[], other_config={}))
+    entry = state['ports'][1]
+    assert entry['name'] == 'bond0' and entry['ofport_request'] == 7
+    assert entry['bond'] == {'members': ['p1', 'p2'], 'bond_mode': 'balance-tcp',
+                             'lacp': 'active', 'bond_updelay': 0, 'bond_downdelay': 0,
+                             'other_config': {'lacp-time': 'fast'}}
+    (spec,) = [p for p in parse_desired(json.dumps(state)).ports if p.type == 'bond']
+    assert spec.bond.lacp_fast and spec.options == ('p1', 'p2')

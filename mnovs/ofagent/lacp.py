@@ -156,12 +156,13 @@ class Lacp:
         self.negotiated = False
         self.update = True              # attachment must be recomputed
         self.changed = True             # may_enable or negotiated may have changed
-        self.configure(sys_id, sys_priority, active, fast, fallback_ab)
+        self.sys_id, self.sys_priority = sys_id, sys_priority
+        self.active, self.fast, self.fallback_ab = active, fast, fallback_ab
 
     def configure(self, sys_id, sys_priority, active, fast, fallback_ab):
-        if (sys_id, sys_priority, fallback_ab) != (getattr(self, 'sys_id', None),
-                                                   getattr(self, 'sys_priority', None),
-                                                   getattr(self, 'fallback_ab', None)):
+        """Change the settings, live (OVS's lacp_configure)."""
+        if (sys_id, sys_priority, fallback_ab) != (self.sys_id, self.sys_priority,
+                                                   self.fallback_ab):
             self.update = True
         self.sys_id, self.sys_priority = sys_id, sys_priority
         self.active, self.fast, self.fallback_ab = active, fast, fallback_ab

@@ -9,6 +9,7 @@ from scapy.layers.l2 import Ether
 from mnovs.bridge_state import parse_desired
 from mnovs.dp.flow import make_key, mask_of
 from mnovs.dp.odp_util import format_actions, format_megaflow
+from mnovs.dp.offload import VNET_HDR_LEN
 from mnovs.ofagent.bond import BOND_MASK, MEMBER_PORT_BASE, BondSettings
 from mnovs.ofagent.lacp import Lacp, compose_frame, encode_pdu
 from test_ofproto import FakePort, Switch, apply
@@ -30,6 +31,20 @@ def bonded(mode='active-backup', lacp='off', fail_mode='standalone', **settings)
     return switch, bond
 
 
+def lacp_step(switch, bond, peer, now, links=(M1, M2)):
+    """One turn of LACP between the switch's bond and `peer`, over `links` only."""
+    switch.ofproto.run_bonds(now)
+    for no in bond.members:
+        port = switch.port(no)
+        pdus = [p for p in port.sent if p[VNET_HDR_LEN + 12:VNET_HDR_LEN + 14] == b'\x88\x09']
+        port.sent = [p for p in port.sent if p not in pdus]
+        for pdu in pdus:
+            if no in links:
+                peer.process_packet(no, pdu[VNET_HDR_LEN + 14:], now)
+    peer.run(now, lambda no, actor, partner: no in links and bond.lacp.process_packet(
+        no, encode_pdu(actor, partner), now))
+
+
 def negotiate(switch, bond, seconds=3.0):
     """Run LACP against a peer system on both links until it negotiates."""
     peer = Lacp('peer', PEER_ID, fast=True)
@@ -37,12 +52,7 @@ def negotiate(switch, bond, seconds=3.0):
         peer.member_register(no, f'peer{no}', no)
     now = 0.0
     while now < seconds:
-        sent = []
-        bond.run(now, lambda no, actor, partner: sent.append((no, actor, partner)))
-        for no, actor, partner in sent:
-            peer.process_packet(no, encode_pdu(actor, partner), now)
-        peer.run(now, lambda no, actor, partner: bond.lacp.process_packet(
-            no, encode_pdu(actor, partner), now))
+        lacp_step(switch, bond, peer, now)
         now += 0.1
     switch.ofproto.run_bonds(now)
     switch.ofproto.sync()
@@ -145,6 +155,24 @@ def test_balance_tcp_first_pass_hashes_and_recirculates_without_reading_l4():
         if flow.key[:4] == b'\0\0\0\1':
             assert flow.mask == mask_of(recirc_id=0xffffffff, in_port=0xffffffff,
                                         dp_hash=BOND_MASK)
+
+
+def test_a_member_whose_partner_stops_speaking_lacp_leaves_and_its_flows_move():
+    switch, bond = bonded('balance-tcp', 'active', lacp_fast=True)     # 3 s to expire
+    peer = negotiate(switch, bond)
+    switch.receive(M1, eth(2, 'ff:ff:ff:ff:ff:ff'))
+    for sport in range(1000, 1016):
+        switch.receive(HOST, tcp(sport))
+    assert sent(switch, M1, M2)[M1]
+    now = 3.0
+    while now < 7.5:                    # the peer speaks only on M2 now
+        lacp_step(switch, bond, peer, now, links=(M2,))
+        now += 0.1
+    switch.ofproto.sync()
+    assert not bond.members[M1].enabled and bond.members[M2].enabled
+    for sport in range(1000, 1016):
+        switch.receive(HOST, tcp(sport))
+    assert sent(switch, M1, M2) == {M1: 0, M2: 16}
 
 
 def test_balance_tcp_without_lacp_negotiated_sends_nothing():

@@ -21,7 +21,13 @@ an output to the bond picks a member by the bond mode:
                     lacp-fallback-ab, a bond that did not falls back to
                     active-backup; without, it drops).
 
-The 256 buckets (BOND_BUCKETS) are owned by enabled members. Every
+The 256 buckets (BOND_BUCKETS) are owned by enabled members. Bucket b's
+home is member b mod n (in the order they were added): a bucket without
+an enabled owner goes home, or to another enabled member while its home
+is disabled, and a member that becomes enabled takes its home buckets
+back, so a bond whose members come up one at a time, or a member that
+recovers, carries its share at once. (OVS gives such buckets to the active
+member and leaves the rest to rebalancing.) Every
 rebalance interval (other_config:bond-rebalance-interval, 10 s) the load
 of each bucket, credited from megaflow statistics (account()), is used to
 move buckets from the most to the least loaded member, as OVS's
@@ -56,6 +62,7 @@ import time
 import zlib
 from collections import namedtuple
 
+from mnovs.dp.datapath import mix32
 from mnovs.dp.flow import FIELD_SLICES
 from mnovs.ofagent.lacp import ETH_TYPE_SLOW, Lacp, compose_frame
 from mnovs.ofagent.recirc import BondRecirc
@@ -134,6 +141,7 @@ class Bond:
         self.bucket_bytes = [0] * BOND_BUCKETS      # load since the last rebalance, halved
         self.next_rebalance = 0.0
         self.revalidate = True
+        self.rehome = set()             # members enabled since: their buckets go home
         self.configure(settings)
 
     # --- configuration ---------------------------------------------------------
@@ -250,6 +258,8 @@ class Bond:
         if enable != member.enabled:
             member.enabled = enable
             self.revalidate = True
+            if enable:
+                self.rehome.add(member)
             log.info('member %s: %s', member.name, 'enabled' if enable else 'disabled')
 
     def _primary(self):
@@ -277,16 +287,22 @@ class Bond:
                      if best is not None else 'all members disabled')
 
     def _fill_buckets(self):
-        """Give every bucket without an enabled owner to an enabled member, in turn."""
-        enabled = [m for m in self.members.values() if m.enabled]
+        """Send buckets home (see the module docstring), or, while their home is
+        disabled, to the enabled members in turn."""
+        members = list(self.members.values())
+        enabled = [m for m in members if m.enabled]
         if not enabled:
             return
+        rehome, self.rehome = self.rehome, set()
         turn = 0
         for bucket, owner in enumerate(self.buckets):
-            if owner is None or not owner.enabled:
-                self.buckets[bucket] = enabled[turn % len(enabled)]
-                turn += 1
-                self.revalidate = True
+            home = members[bucket % len(members)]
+            if owner is None or not owner.enabled or home in rehome and owner is not home:
+                new = home if home.enabled else enabled[turn % len(enabled)]
+                turn += not home.enabled
+                if new is not owner:
+                    self.buckets[bucket] = new
+                    self.revalidate = True
 
     # --- output and input decisions (pure: xlate and NORMAL call these) -------
 
@@ -322,7 +338,8 @@ class Bond:
         return active if active is not None and active.enabled else None
 
     def slb_bucket(self, eth_src, vid):
-        return zlib.crc32(eth_src + vid.to_bytes(2, 'big'), self.settings.basis) & BOND_MASK
+        return mix32(zlib.crc32(eth_src + vid.to_bytes(2, 'big'), self.settings.basis)) \
+            & BOND_MASK
 
     def bucket_member(self, dp_hash):
         """The member of the second pass of a balance-tcp output; None: drop."""

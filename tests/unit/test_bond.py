@@ -322,3 +322,34 @@ def test_a_port_with_two_interfaces_is_one_bond_entry_for_bridge_apply():
                              'other_config': {'lacp-time': 'fast'}}
     (spec,) = [p for p in parse_desired(json.dumps(state)).ports if p.type == 'bond']
     assert spec.bond.lacp_fast and spec.options == ('p1', 'p2')
+
+
+def test_a_member_that_comes_up_later_takes_its_home_buckets():
+    switch = Switch('standalone', n_ports=1)
+    bonds = switch.ofproto.bonds
+    bond = bonds.create('bond0', BOND, BondSettings(mode='balance-slb'), SYS_ID)
+    for no in (M1, M2):
+        port = switch.dp.ports[no] = FakePort(no)
+        port.up = no == M1
+        bonds.add_member(bond, port, bytes(6))
+    switch.ofproto.bond_added(bond)
+    assert {owner.port_no for owner in bond.buckets} == {M1}
+    switch.port(M2).up = True
+    switch.ofproto.port_changed(M2)
+    owners = [owner.port_no for owner in bond.buckets]
+    assert owners.count(M1) == owners.count(M2) == 128
+    assert switch.ofproto.need_revalidate
+
+
+def test_the_hash_action_spreads_flows_whose_ports_step_by_two():
+    # Linux's connect() takes even ephemeral ports: a linear hash (CRC) would
+    # give all of them buckets of one parity, so one member of two.
+    from mnovs.dp.datapath import Datapath
+    from mnovs.dp.flow import flow_extract, md_of
+    dp = Datapath('t', upcall=None)
+    parities = set()
+    for sport in range(40000, 40016, 2):
+        dp.exec_key = flow_extract(tcp(sport), md_of(1))[0]
+        dp.hash_l4(None, 0)
+        parities.add(dp.exec_key[7] & 1)
+    assert parities == {0, 1}

@@ -1,10 +1,13 @@
 """A balance-tcp bond of 2 links against one link, through pyovs (issue 11's target).
 
-    h1 ── [pyovs s1] ══ links ══ [pyovs s2] ── h2
+    h1 ── [s1] ══ links ══ [s2] ── h2
 
-Two pyovs bridges in a private mnovs database (one vswitchd each), hosts in
-network namespaces. Each configuration is built afresh and measured with
-`iperf3 -P 8` from h1 to h2 (TCP, offloads on):
+Two pyovs bridges in a private mnovs database (one vswitchd each), and, for
+comparison, two OVS 3.1 userspace bridges (datapath_type=netdev, in one
+ovs-vswitchd run in private directories; its hosts have TX checksum offload
+off, which OVS userspace needs, see DESIGN.md). Hosts are network
+namespaces. Each configuration is built afresh and measured with
+`iperf3 -P 8` from h1 to h2 (TCP):
 
     one link     s1 and s2 joined by one veth, plain ports
     bond x2      two veths, `add-bond ... bond_mode=balance-tcp lacp=active
@@ -16,7 +19,7 @@ are the bottleneck: with --rate R (Mbit/s, default 300) every link is
 shaped to R in both directions (tc tbf), as a physical link would be. With
 --rate 0 the links are not shaped and the switches' CPU is the limit; that
 run shows what bonding costs rather than what it gives. The target is
-bond x2 >= 1.5 x one link.
+bond x2 >= 1.5 x one link, for pyovs; --switches pyovs leaves OVS out.
 
 Output: a table (median Gbit/s per configuration over --repeat runs, the
 ratio to one link, and the share of s1's data sent on each member) and a
@@ -40,10 +43,12 @@ import mnbench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests',
                                 'integration'))
 from mnovs_db import MnovsDb  # noqa: E402
+from test_bond import OvsPrivate  # noqa: E402
 
 H1, H2 = '10.0.78.1', '10.0.78.2'
 CONFIGS = ('one link', 'bond x2')
-FIELDS = ('config', 'rate_mbit', 'run', 'gbps', 'ratio', 'member_share', 'note')
+SWITCHES = ('pyovs', 'ovs')
+FIELDS = ('switch', 'config', 'rate_mbit', 'run', 'gbps', 'ratio', 'member_share', 'note')
 
 
 def sh(*argv, check=True, env=None):
@@ -54,10 +59,15 @@ def sh(*argv, check=True, env=None):
 
 
 class Pair:
-    """h1 - s1 = links = s2 - h2 for one configuration; stop() removes it all."""
+    """h1 - s1 = links = s2 - h2 for one configuration; stop() removes it all.
+
+    Args:
+        db: the MnovsDb (pyovs) or OvsPrivate (ovs) whose ovs-vsctl builds it.
+    """
 
     def __init__(self, db, config, rate):
         self.db, self.config, self.rate = db, config, rate
+        self.ovs = isinstance(db, OvsPrivate)
         self.n_links = 2 if config == 'bond x2' else 1
         self.links = [(f'bbl{i}a', f'bbl{i}b') for i in range(1, self.n_links + 1)]
         self.made = []
@@ -71,6 +81,8 @@ class Pair:
             sh('ip', '-n', host, 'addr', 'add', f'{ip}/24', 'dev', 'eth0')
             sh('ip', '-n', host, 'link', 'set', 'eth0', 'up')
             sh('ip', 'link', 'set', near, 'up')
+            if self.ovs:
+                sh('ip', 'netns', 'exec', host, 'ethtool', '-K', 'eth0', 'tx', 'off')
         for a, b in self.links:
             sh('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b)
             self.made.append(('link', a))
@@ -81,7 +93,8 @@ class Pair:
                        f'{self.rate}mbit', 'burst', '256kb', 'latency', '20ms')
         for switch, host_end, ends in (('bbs1', 'bbh1o', [a for a, _ in self.links]),
                                        ('bbs2', 'bbh2o', [b for _, b in self.links])):
-            self.vsctl('add-br', switch)
+            self.vsctl('add-br', switch, *(('--', 'set', 'bridge', switch, 'datapath_type=netdev')
+                                           if self.ovs else ()))
             self.made.append(('bridge', switch))
             self.vsctl('add-port', switch, host_end)
             if self.n_links == 1:
@@ -98,11 +111,16 @@ class Pair:
                   'h1 to reach h2')
 
     def vsctl(self, *args):
+        if self.ovs:
+            self.db.vsctl(*args)
+            return
         done = self.db.vsctl(*args)
         if done.returncode:
             raise RuntimeError(f'ovs-vsctl {" ".join(args)}: {done.stderr.strip()}')
 
     def appctl(self, switch, *args):
+        if self.ovs:                    # one ovs-vswitchd serves both bridges
+            return self.db.appctl(*args)
         return sh('ovs-appctl', '--timeout=10', '-t', switch, *args, env=self.db.env)
 
     @staticmethod
@@ -147,7 +165,10 @@ class Pair:
     def stop(self):
         for kind, name in reversed(self.made):
             if kind == 'bridge':
-                self.db.vsctl('--if-exists', 'del-br', name)
+                try:
+                    self.db.vsctl('--if-exists', 'del-br', name)
+                except RuntimeError:
+                    pass
             elif kind == 'netns':
                 sh('ip', 'netns', 'del', name, check=False)
             else:
@@ -161,55 +182,71 @@ def parse_args():
     parser.add_argument('--time', type=int, default=10, help='iperf3 seconds (default 10)')
     parser.add_argument('--parallel', type=int, default=8, help='iperf3 -P (default 8)')
     parser.add_argument('--repeat', type=int, default=3, help='runs per configuration')
+    parser.add_argument('--switches', default=','.join(SWITCHES),
+                        help='comma-separated, of pyovs,ovs (default both)')
     mnbench.add_output_options(parser, os.path.join(os.path.dirname(__file__), 'results',
                                                     'bond.csv'), ovs_datapath=False)
     return parser.parse_args()
 
 
+def measure(db, switch, args, rows):
+    for run in range(1, args.repeat + 1):
+        for config in CONFIGS:
+            row = {'switch': switch, 'config': config, 'rate_mbit': args.rate, 'run': run}
+            pair = Pair(db, config, args.rate)
+            try:
+                pair.start()
+                row['gbps'], row['member_share'] = pair.iperf3(args.time, args.parallel)
+            except RuntimeError as err:
+                row['note'] = str(err)
+                print(f'{switch} {config}, run {run}: {err}')
+            finally:
+                with mnbench.deferred_signals():
+                    pair.stop()
+            rows.append(row)
+
+
 def main():
     args = parse_args()
+    switches = [s for s in args.switches.split(',') if s in SWITCHES]
     base = tempfile.mkdtemp(prefix='mnovs-bench-bond-')
-    db = MnovsDb(base)
     rows = []
     try:
-        db.start()
-        for run in range(1, args.repeat + 1):
-            for config in CONFIGS:
-                pair = Pair(db, config, args.rate)
-                try:
-                    pair.start()
-                    gbps, share = pair.iperf3(args.time, args.parallel)
-                    rows.append({'config': config, 'rate_mbit': args.rate, 'run': run,
-                                 'gbps': gbps, 'member_share': share})
-                except RuntimeError as err:
-                    rows.append({'config': config, 'rate_mbit': args.rate, 'run': run,
-                                 'note': str(err)})
-                    print(f'{config}, run {run}: {err}')
-                finally:
-                    with mnbench.deferred_signals():
-                        pair.stop()
+        for switch in switches:
+            db = MnovsDb(base) if switch == 'pyovs' else OvsPrivate(base)
+            try:
+                db.start()
+                measure(db, switch, args, rows)
+            finally:
+                with mnbench.deferred_signals():
+                    db.stop()
     finally:
-        with mnbench.deferred_signals():
-            db.stop()
-            shutil.rmtree(base, ignore_errors=True)
-    medians = {config: mnbench.median(r.get('gbps') for r in rows if r['config'] == config)
-               for config in CONFIGS}
+        shutil.rmtree(base, ignore_errors=True)
     table = []
-    for config in CONFIGS:
-        ratio = mnbench.ratio(medians[config], medians['one link'])
-        shares = ' '.join(r['member_share'] for r in rows
-                          if r['config'] == config and r.get('member_share'))
-        rows.append({'config': config, 'rate_mbit': args.rate, 'run': 'median',
-                     'gbps': medians[config], 'ratio': ratio})
-        table.append([config, mnbench.fmt(medians[config]), mnbench.fmt(ratio), shares])
+    verdict = None
+    for switch in switches:
+        medians = {config: mnbench.median(r.get('gbps') for r in rows
+                                          if (r['switch'], r['config']) == (switch, config))
+                   for config in CONFIGS}
+        for config in CONFIGS:
+            ratio = mnbench.ratio(medians[config], medians['one link'])
+            shares = ' '.join(r['member_share'] for r in rows
+                              if (r['switch'], r['config']) == (switch, config)
+                              and r.get('member_share'))
+            rows.append({'switch': switch, 'config': config, 'rate_mbit': args.rate,
+                         'run': 'median', 'gbps': medians[config], 'ratio': ratio})
+            table.append([switch, config, mnbench.fmt(medians[config]), mnbench.fmt(ratio),
+                          shares])
+        if switch == 'pyovs':
+            verdict = mnbench.ratio(medians['bond x2'], medians['one link'])
     print(f'\niperf3 -P {args.parallel}, {args.time} s, links '
           + (f'shaped to {args.rate} Mbit/s each' if args.rate else 'unshaped'))
-    mnbench.print_table(['config', 'Gbit/s', 'x one link', "s1's bytes per link, each run"],
-                        table)
-    ratio = mnbench.ratio(medians['bond x2'], medians['one link'])
-    if ratio is not None:
-        print(f'target bond x2 >= 1.5 x one link: {"met" if ratio >= 1.5 else "NOT met"} '
-              f'({ratio:.2f})')
+    mnbench.print_table(['switch', 'config', 'Gbit/s', 'x one link',
+                         "s1's bytes per link, each run"], table)
+    if 'pyovs' in switches:
+        print('pyovs: target bond x2 >= 1.5 x one link: '
+              + ('no data' if verdict is None else
+                 f'{"met" if verdict >= 1.5 else "NOT met"} ({verdict:.2f})'))
     mnbench.write_csv(args.csv, FIELDS, rows)
 
 

@@ -220,6 +220,26 @@ def test_ovs_lacp_sees_both_members_current_attached_with_pyovs_as_partner(rig):
     bond = rig.pyovs_appctl('bond/show', 'pbond')
     assert 'bond_mode: balance-tcp' in bond and 'lacp_status: negotiated' in bond
     assert bond.count('may_enable: true') == 2
+    # The same shape as OVS's: the same lines, in the same order, with the same keys.
+    assert shape(show) == shape(rig.ovs.appctl('lacp/show', 'obond'))
+    assert shape(bond) == shape(rig.ovs.appctl('bond/show', 'obond'))
+
+
+def shape(text):
+    """Each line of an appctl text reduced to its key (what precedes ': '), names
+    replaced; hash bucket loads and which member is active are left out."""
+    keys = []
+    for line in text.splitlines():
+        if line.startswith(('  hash ', 'active member mac', '  active member')):
+            continue
+        member = re.match(r'(member:? )(\S+?)(:.*)', line)
+        if member:
+            keys.append(member.group(1) + 'NAME' + member.group(3))
+        elif line.startswith('----'):
+            keys.append('---- NAME ----')
+        else:
+            keys.append(line.split(': ')[0])
+    return keys
 
 
 def test_iperf3_parallel_streams_use_both_links(rig):

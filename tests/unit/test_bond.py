@@ -7,7 +7,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from mnovs.bridge_state import parse_desired
-from mnovs.dp.flow import make_key, mask_of
+from mnovs.dp.flow import mask_of
 from mnovs.dp.odp_util import format_actions, format_megaflow
 from mnovs.dp.offload import VNET_HDR_LEN
 from mnovs.ofagent.bond import BOND_MASK, MEMBER_PORT_BASE, BondSettings

@@ -72,6 +72,15 @@ Semantics (OF1.3, chapter 5):
   LOCAL: the bridge's internal port, like a physical port (its datapath
   port number is OFPP_LOCAL too, see dp/datapath.py LOCAL_PORT).
 - An input port with NO_RECV or PORT_DOWN drops everything it receives.
+- A bond (bond.py) is one OpenFlow port. A packet from a member has the
+  bond's number as in_port for the pipeline (the megaflow matches the
+  member: in_port is always exact). An output to the bond is a member
+  chosen by its mode; for balance-tcp it is ('hash', basis), ('recirc', id)
+  and the second pass (a BondRecirc) outputs to the owner of the packet's
+  dp_hash bucket, reading only dp_hash & BOND_MASK. recirc must end the
+  actions, so a balance-tcp output followed by others uses the active
+  member. A member of a bond running LACP puts eth_type in every megaflow,
+  and sends its PDUs to the slow path: ('userspace', LACP_USERDATA).
 - Groups (group.py): each bucket acts on its own copy of the packet, as if
   cloned.  The datapath has no clone action, so after a bucket xlate puts
   the packet back: it undoes the bucket's pushes and pops (a pop of each

@@ -447,6 +447,19 @@ def xlate_trace(ctx, key):
 
 
 def _translate(x):
+    if _xlate_special(x):
+        return
+    port = x.ctx.ports.get(x.in_port)
+    if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
+        x.note('in_port %d has NO_RECV or PORT_DOWN: drop', x.in_port)
+    else:
+        _run_pipeline(x, 0, {})
+
+
+def _xlate_special(x):
+    """What comes before the tables or NORMAL, in any fail mode: a later pass
+    of a recirculated packet (a thaw), or a LACP PDU from a bond member (OVS's
+    xlate_special). Returns True if it translated the packet."""
     recirc_id = x.flow >> RECIRC_ID_SHIFT & 0xffffffff
     if recirc_id:
         state = x.ctx.recirc.thaw(recirc_id)
@@ -456,20 +469,16 @@ def _translate(x):
             _bond_second_pass(x, state)
         else:
             _thaw(x, recirc_id, state)
-        return
+        return True
     if x.member is not None and x.ctx.bonds.of_member(x.member).lacp is not None:
         # LACP's PDUs go to the slow path, as OVS's slow_path(lacp); every
         # megaflow of the member tells them apart by eth_type.
         x.read_prereq(ETH_TYPE_BITS)
         if x.flow >> ETH_TYPE_SHIFT & 0xffff == ETH_TYPE_SLOW:
-            x.note('LACP PDU: to the bond\'s LACP')
+            x.note("LACP PDU: to the bond's LACP")
             x.odp.append(('userspace', LACP_USERDATA))
-            return
-    port = x.ctx.ports.get(x.in_port)
-    if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
-        x.note('in_port %d has NO_RECV or PORT_DOWN: drop', x.in_port)
-    else:
-        _run_pipeline(x, 0, {})
+            return True
+    return False
 
 
 def xlate_packet_out(ctx, key, actions, trace=None):

@@ -314,7 +314,7 @@ def test_a_port_with_two_interfaces_is_one_bond_entry_for_bridge_apply():
     local = Row(name='br0', interfaces=[Row(name='br0', type='internal', ofport_request=[],
                                             options={})])
     state = desired_state(Row(name='br0', ports=[local, bond], controller=[], fail_mode=[],
-                              protocols=[], other_config={}))
+                              protocols=[], other_config={}, sflow=[]))
     entry = state['ports'][1]
     assert entry['name'] == 'bond0' and entry['ofport_request'] == 7
     assert entry['bond'] == {'members': ['p1', 'p2'], 'bond_mode': 'balance-tcp',

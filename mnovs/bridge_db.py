@@ -8,7 +8,11 @@ bridge_reconfigure helpers, so it can be tested without a database:
   document of the `bridge/apply` command (see notes/bridge_contract.md):
   datapath id, fail mode, protocols, controllers with their rate limits,
   the ports, LOCAL first, each with its Interface type and options (a
-  tunnel's remote_ip, key, ...), and the sFlow row (`sflow_entry`).
+  tunnel's remote_ip, key, ...), and the sFlow row (`sflow_entry`). A Port
+  with several Interfaces is a bond: one entry named like the Port, with a
+  "bond" object that carries its member interfaces and the Port's bond
+  columns as they are (the vswitchd applies OVS's defaults and checks, as
+  bridge.c's port_configure_bond).
 - `sflow_sub_ids(rows)`: each bridge's sFlow sub-agent number, as OVS's
   sflow_bridge_number counts the bridges with sFlow (here in name order).
 - `pick_datapath_id(name, other_config)`: OVS's other_config:datapath-id when
@@ -75,12 +79,15 @@ def pick_datapath_id(name, other_config):
 def port_entries(bridge):
     """The bridge's ports for bridge/apply: LOCAL (named like the bridge) first.
 
-    One entry per Interface: a Port with several interfaces is a bond, which
-    its own issue brings.
+    One entry per Interface, except for a Port with several interfaces: a
+    bond, one entry (bond_entry).
     """
     local = {'name': bridge.name, 'type': 'internal', 'ofport_request': None, 'options': {}}
     others = []
     for port in bridge.ports:
+        if len(port.interfaces) > 1:
+            others.append(bond_entry(port))
+            continue
         for iface in port.interfaces:
             entry = {'name': iface.name, 'type': iface.type,
                      'ofport_request': optional(iface.ofport_request),
@@ -91,6 +98,20 @@ def port_entries(bridge):
                 others.append(entry)
     others.sort(key=lambda entry: entry['name'])
     return [local] + others
+
+
+def bond_entry(port):
+    """The bridge/apply entry of a bond: its Port's name and bond columns.
+
+    Its OpenFlow number is the first member's (by name) ofport_request.
+    """
+    ifaces = sorted(port.interfaces, key=lambda iface: iface.name)
+    request = next((optional(i.ofport_request) for i in ifaces if i.ofport_request), None)
+    return {'name': port.name, 'type': '', 'ofport_request': request, 'options': {},
+            'bond': {'members': [iface.name for iface in ifaces],
+                     'bond_mode': optional(port.bond_mode), 'lacp': optional(port.lacp),
+                     'bond_updelay': port.bond_updelay, 'bond_downdelay': port.bond_downdelay,
+                     'other_config': dict(port.other_config)}}
 
 
 def sflow_sub_ids(rows):

@@ -41,6 +41,15 @@ set_fail_mode, set_controllers) and keeps what could not be done:
   local_ip/dst_port) is the error "vx1: could not bind the VXLAN socket to
   ...". A change of a tunnel's options re-creates the port (the options of
   other port types are not used).
+- Bonds (an entry with a "bond" object: members and the Port's bond
+  columns) are read as OVS's port_configure_bond/port_configure_lacp do
+  (bond_settings): bond_mode active-backup unless set (an unknown one is
+  warned about), lacp off, other_config lacp-time (slow unless "fast"),
+  lacp-fallback-ab, bond-rebalance-interval (10000 ms; at least 1000 unless
+  0), bond-hash-basis, bond-primary, lacp-system-priority. A change of the
+  members or the number re-creates the bond; a change of settings is
+  applied live. A member that cannot be opened is its Interface's error,
+  and the bond is made again when it appears.
 
 Cost: an apply is O(ports); status reads a few sysfs files per port.
 """
@@ -53,6 +62,7 @@ from collections import namedtuple
 from mnovs.dp.datapath import LOCAL_PORT
 from mnovs.dp.tap import TapPort
 from mnovs.dp.tunnel import TUNNEL_TYPES, TunnelConfigError, parse_tunnel_config
+from mnovs.ofagent.bond import MODES as BOND_MODES, BondSettings
 from mnovs.openflow.ofp import OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE
 from mnovs.sflow.config import parse_options as parse_sflow
 
@@ -66,8 +76,9 @@ DB_ROLES = {OFPCR_ROLE_EQUAL: 'other', OFPCR_ROLE_MASTER: 'master', OFPCR_ROLE_S
 
 Desired = namedtuple('Desired', 'datapath_id fail_mode protocols controllers '
                                 'controller_rate_limit controller_burst_limit ports sflow')
-# options: ((key, value), ...) sorted, of a tunnel port; () for the other types.
-PortSpec = namedtuple('PortSpec', 'name type ofport_request options', defaults=((),))
+# options: ((key, value), ...) sorted, of a tunnel port; the member names of a
+# bond (type 'bond', its BondSettings in `bond`); () for the other types.
+PortSpec = namedtuple('PortSpec', 'name type ofport_request options bond', defaults=((), None))
 
 
 # --- the document ------------------------------------------------------------
@@ -136,7 +147,51 @@ def _port_spec(port):
         raise ValueError(f'bridge/apply: port {port["name"]}: options: expected an object '
                          f'of strings')
     options = tuple(sorted(options.items())) if kind in TUNNEL_TYPES else ()
+    if port.get('bond') is not None:
+        members, settings = bond_settings(port['name'], port['bond'])
+        return PortSpec(port['name'], 'bond', request, members, settings)
     return PortSpec(port['name'], kind, request, options)
+
+
+def bond_settings(name, doc):
+    """(member names, BondSettings) of a bond entry, with OVS's defaults.
+
+    Raises:
+        ValueError: the entry is not shaped as bridge_db.bond_entry makes it.
+    """
+    members = doc.get('members') if isinstance(doc, dict) else None
+    config = doc.get('other_config') or {} if isinstance(doc, dict) else None
+    if not (isinstance(members, list) and len(members) > 1
+            and all(isinstance(m, str) and m for m in members) and isinstance(config, dict)):
+        raise ValueError(f'bridge/apply: port {name}: bond: expected at least two members '
+                         f'and an other_config object')
+    mode = doc.get('bond_mode') or 'active-backup'
+    if mode not in BOND_MODES:
+        log.warning('port %s: unknown bond_mode %s, defaulting to active-backup', name, mode)
+        mode = 'active-backup'
+    lacp = doc.get('lacp') or 'off'
+    if lacp not in ('active', 'passive', 'off'):
+        log.warning('port %s: unknown LACP mode %s', name, lacp)
+        lacp = 'off'
+    priority = _int(config.get('lacp-system-priority'), 0)
+    return tuple(members), BondSettings(
+        mode=mode, lacp=lacp, lacp_fast=str(config.get('lacp-time', '')).lower() == 'fast',
+        lacp_fallback_ab=config.get('lacp-fallback-ab') == 'true',
+        updelay=max(0, _int(doc.get('bond_updelay'), 0)),
+        downdelay=max(0, _int(doc.get('bond_downdelay'), 0)),
+        rebalance_interval=max(0, _int(config.get('bond-rebalance-interval'), 10000)),
+        basis=_int(config.get('bond-hash-basis'), 0) & 0xffffffff,
+        primary=config.get('bond-primary'),
+        # OVS prefers bondable links: 65534 for a bond of several members.
+        sys_priority=priority if 0 < priority <= 0xffff else 65534)
+
+
+def _int(value, default):
+    """An integer column or other_config value, as OVS's smap_get_int."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 # --- what to do ----------------------------------------------------------------
@@ -214,8 +269,11 @@ class BridgeState:
 
     def _reconcile_ports(self):
         switch = self.switch
+        bonds = switch.ofproto.bonds
         current = {port.name: (port_type(port), self.options.get(port.name, ()), port.port_no)
-                   for port in switch.dp.ports.values()}
+                   for port in switch.dp.ports.values() if bonds.of_member(port.port_no) is None}
+        for bond in bonds.by_port.values():
+            current[bond.name] = ('bond', self.options.get(bond.name, ()), bond.port_no)
         deletes, adds = plan_ports(current, self.wanted, switch.name)
         for name in deletes:
             switch.del_port(name)
@@ -223,8 +281,14 @@ class BridgeState:
         self.port_errors = {}
         for spec, port_no in adds:
             self._add(spec, port_no)
+        for spec in self.wanted:
+            if spec.type == 'bond' and spec.name in bonds.by_name:
+                switch.configure_bond(spec.name, spec.bond)
 
     def _add(self, spec, port_no):
+        if spec.type == 'bond':
+            self._add_bond(spec, port_no)
+            return
         tunnel = None
         try:
             if spec.type in TUNNEL_TYPES:
@@ -256,13 +320,29 @@ class BridgeState:
         if spec.name in self.port_errors:
             log.warning('%s: %s', self.switch.name, self.port_errors[spec.name])
 
+    def _add_bond(self, spec, port_no):
+        try:
+            errors = self.switch.add_bond(spec.name, port_no, spec.options, spec.bond)
+        except ValueError:              # the number is taken after all: a free one
+            errors = self.switch.add_bond(spec.name, None, spec.options, spec.bond)
+        for member, err in errors.items():
+            reason = os.strerror(err.errno) if getattr(err, 'errno', None) else str(err)
+            self.port_errors[member] = f'could not open network device {member} ({reason})'
+            log.warning('%s: %s', self.switch.name, self.port_errors[member])
+        if not errors:                  # else made again when a member appears
+            self.options[spec.name] = spec.options
+
     def port_vanished(self, name):
         """The interface of a wanted port went away: say so in its error."""
-        if self.wanted is not None and any(s.name == name for s in self.wanted):
+        if self.wanted is not None and any(s.name == name or s.type == 'bond' and name in s.options
+                                           for s in self.wanted):
             self.port_errors[name] = f'could not open network device {name} (No such device)'
 
     def port_may_exist(self, name):
         """An interface appeared: a wanted port that failed for want of it is retried."""
+        for spec in self.wanted or ():
+            if spec.type == 'bond' and name in spec.options:
+                self.options.pop(spec.name, None)   # the bond is made again, with it
         if name in self.port_errors and self.switch.dp.port_by_name(name) is None:
             self._reconcile_ports()
 
@@ -272,6 +352,9 @@ class BridgeState:
         ports = {}
         for port in switch.dp.ports.values():
             ports[port.name] = port_status(port)
+            bond = switch.ofproto.bonds.of_member(port.port_no)
+            if bond is not None:        # a member's OpenFlow port is its bond's
+                ports[port.name]['ofport'] = bond.port_no
         for name, error in self.port_errors.items():
             if name not in ports:
                 ports[name] = {'ofport': -1, 'error': error}

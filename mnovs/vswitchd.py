@@ -26,7 +26,9 @@ below: add_port, del_port, set_controllers, set_fail_mode, set_datapath_id.
 
 Port numbers are the same in the datapath and in OpenFlow. The port named
 like the bridge, an internal (TAP) port, is LOCAL: OFPP_LOCAL, 0xfffffffe,
-in both (dp/datapath.py LOCAL_PORT).
+in both (dp/datapath.py LOCAL_PORT). A bond (add_bond) is an OpenFlow port
+with no datapath port of that number: its members are datapath ports
+numbered from MEMBER_PORT_BASE up, which OpenFlow does not see (bond.py).
 
 It stops on SIGTERM (from the bridge layer, mnovs/bridge.py, which forked
 it), SIGINT or the `exit` command, and then removes its control socket,
@@ -47,9 +49,10 @@ from mnovs.bridge_state import BridgeState
 from mnovs.daemon import Pidfile
 from mnovs.dp.datapath import LOCAL_PORT, UPCALL_QUEUE_LEN
 from mnovs.linkmon import LinkMonitor
+from mnovs.ofagent.bond import MEMBER_PORT_BASE
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.connection import parse_target
-from mnovs.ofagent.ofproto import OFProto, dpid_from_text
+from mnovs.ofagent.ofproto import OFProto, dpid_from_text, read_hw_addr
 from mnovs.ofagent.trace import trace
 from mnovs.unixctl import CommandError, UnixctlServer
 
@@ -233,6 +236,18 @@ class VSwitchd:
         """
         if name == self.name:
             port_no = LOCAL_PORT
+        elif port_no is None:
+            port_no = self._free_port_no()
+        elif port_no in self.ofproto.bonds.by_port:
+            raise ValueError(f'port number {port_no} is already in use')
+        port = self._open_port(name, port_no, port_type, tunnel)
+        self.ofproto.port_added(port)
+        self.normal.port_changed(port.port_no)
+        log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
+        return port
+
+    def _open_port(self, name, port_no, port_type='', tunnel=None):
+        """Open a datapath port and poll it (add_port's first half; a bond member's)."""
         port = self.dp.add_port(name, port_no, port_type, tunnel)
         if port.tunnel is not None:
             self._watch_tunnel(port)
@@ -245,24 +260,88 @@ class VSwitchd:
                 raise
             self.selector.register(port.fd, selectors.EVENT_READ,
                                    lambda events: self._port_ready(port, events))
-        self.ofproto.port_added(port)
-        self.normal.port_changed(port.port_no)
-        log.info('added port %d: %s (%s)', port.port_no, name, 'up' if port.up else 'down')
         return port
 
+    def _free_port_no(self):
+        """The OpenFlow number a new port gets: above every port's and bond's."""
+        used = [n for n in self.dp.ports if n < MEMBER_PORT_BASE]
+        return max(used + list(self.ofproto.bonds.by_port), default=0) + 1
+
+    def add_bond(self, name, port_no, members, settings):
+        """Add a bond: one OpenFlow port over the interfaces `members`.
+
+        Args:
+            port_no: its OpenFlow port number, or None for a free one.
+            members: interface names; each becomes a datapath port.
+            settings: bond.BondSettings.
+        Returns:
+            {member name: OSError} for the members that could not be opened
+            (the bond runs with the others).
+        Raises:
+            ValueError: the number or a name is in use.
+        """
+        bonds = self.ofproto.bonds
+        if port_no is None:
+            port_no = self._free_port_no()
+        if port_no in self.dp.ports or port_no in bonds.by_port or name in bonds.by_name:
+            raise ValueError(f'port number {port_no} or name {name} is already in use')
+        # The LACP system id is the bridge's MAC, which the datapath id holds.
+        bond = bonds.create(name, port_no, settings, self.ofproto.dpid.to_bytes(8, 'big')[2:])
+        errors = {}
+        for member in members:
+            number = next(n for n in range(MEMBER_PORT_BASE, LOCAL_PORT) if n not in self.dp.ports)
+            try:
+                port = self._open_port(member, number)
+            except (OSError, ValueError) as err:
+                errors[member] = err
+                continue
+            bonds.add_member(bond, port, read_hw_addr(member))
+        self.ofproto.bond_added(bond)
+        log.info('added bond %d: %s (%s), members %s', port_no, name, settings.mode,
+                 ', '.join(m.name for m in bond.members.values()))
+        return errors
+
+    def configure_bond(self, name, settings):
+        """Change a bond's BondSettings, live."""
+        self.ofproto.bonds.find(name).configure(settings)
+        self.ofproto.run_bonds(time.monotonic())
+
+    def _del_bond(self, bond):
+        for port_no in list(bond.members):
+            self._close_port(self.dp.ports[port_no])
+        self.ofproto.bonds.destroy(bond)
+        self.ofproto.port_deleted(bond.port_no)
+        self.normal.port_changed(bond.port_no)
+        log.info('deleted bond %d: %s', bond.port_no, bond.name)
+
     def del_port(self, name):
-        """Delete a port (PORT_STATUS DELETE); an internal port's device goes with it."""
+        """Delete a port or bond (PORT_STATUS DELETE); an internal port's device
+        goes with it. A bond member leaves its bond, which stays."""
+        bonds = self.ofproto.bonds
+        if name in bonds.by_name:
+            self._del_bond(bonds.by_name[name])
+            return
         port = self.dp.port_by_name(name)
         if port is None:
             raise CommandError(f'no port named {name}')
+        bond = bonds.of_member(port.port_no)
+        if bond is not None:
+            bonds.remove_member(bond, port.port_no)
+            self._close_port(port)
+            self.ofproto.run_bonds(time.monotonic())
+            log.info('bond %s: member %s deleted', bond.name, name)
+            return
+        self._close_port(port)
+        self.ofproto.port_deleted(port.port_no)
+        self.normal.port_changed(port.port_no)
+        log.info('deleted port %d: %s', port.port_no, name)
+
+    def _close_port(self, port):
         if port.tunnel is None:
             self.selector.unregister(port.fd)
         elif self.dp.tunnels.last_user(port):
             self.selector.unregister(port.receiver.fd)      # it closes with its last port
         self.dp.del_port(port.port_no)
-        self.ofproto.port_deleted(port.port_no)
-        self.normal.port_changed(port.port_no)
-        log.info('deleted port %d: %s', port.port_no, name)
 
     def _watch_tunnel(self, port):
         """Poll the UDP socket a tunnel port receives on, once for all its ports."""
@@ -352,6 +431,9 @@ class VSwitchd:
         ctl.register('ofproto/trace', '[SWITCH] FLOW', 1, 2, self._cmd_trace)
         ctl.register('bridge/apply', 'JSON', 1, 1, self._cmd_bridge_apply)
         ctl.register('bridge/status', '', 0, 0, self.bridge.status)
+        ctl.register('bond/show', '[port]', 0, 1, self._cmd_bond_show)
+        ctl.register('lacp/show', '[port]', 0, 1, self._cmd_lacp_show)
+        ctl.register('lacp/show-stats', '[port]', 0, 1, self._cmd_lacp_show_stats)
         ctl.register('fdb/show', '', 0, 0, self._cmd_fdb_show)
         ctl.register('fdb/flush', '', 0, 0, self._cmd_fdb_flush)
         ctl.register('sflow/show', '', 0, 0, self._cmd_sflow_show)
@@ -376,6 +458,28 @@ class VSwitchd:
     def _cmd_del_if(self, name):
         self.del_port(name)
         return f'deleted port {name}'
+
+    def _bonds_named(self, name, error, lacp=False):
+        bonds = self.ofproto.bonds.by_name
+        if name is not None:
+            bond = bonds.get(name)
+            if bond is None or lacp and bond.lacp is None:
+                raise CommandError(error)
+            return [bond]
+        return [bonds[n] for n in sorted(bonds) if not lacp or bonds[n].lacp is not None]
+
+    def _cmd_bond_show(self, name=None):
+        now = time.monotonic()
+        return ''.join(bond.show(self.ofproto.bonds.recirc_id(bond), now)
+                       for bond in self._bonds_named(name, 'no such bond'))
+
+    def _cmd_lacp_show(self, name=None):
+        return ''.join(bond.lacp.show()
+                       for bond in self._bonds_named(name, 'no such lacp object', lacp=True))
+
+    def _cmd_lacp_show_stats(self, name=None):
+        return ''.join(bond.lacp.show_stats()
+                       for bond in self._bonds_named(name, 'no such lacp object', lacp=True))
 
     def _cmd_fdb_show(self):
         normal = self.normal
@@ -442,6 +546,7 @@ class VSwitchd:
             if dp.n_queued:
                 dp.handle_upcalls()
             if now >= next_ring_check:
+                self.ofproto.run_bonds(now)     # LACP's 1 s timers need a finer step than the tick
                 dp.check_rings(now)
                 next_ring_check = now + RING_CHECK_INTERVAL
             if now >= next_tick:

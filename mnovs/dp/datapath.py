@@ -699,8 +699,8 @@ class Datapath:
         key = self._executing_key(packet)
         if key is None:
             return
-        value = zlib.crc32(key[_PORTS], zlib.crc32(key[_PROTO:_PROTO + 1],
-                                                  zlib.crc32(key[_ADDRS], basis))) or 1
+        value = mix32(zlib.crc32(key[_PORTS], zlib.crc32(key[_PROTO:_PROTO + 1],
+                                                        zlib.crc32(key[_ADDRS], basis)))) or 1
         self.exec_key = key[:_DP_HASH_AT] + value.to_bytes(4, 'big') + key[_DP_HASH_AT + 4:]
 
     def recirculate(self, packet, recirc_id):
@@ -811,6 +811,18 @@ class Datapath:
             port.close()
         self.ports.clear()
         self.tunnels.close()
+
+
+def mix32(value):
+    """Murmur3's finalizer: every bit of a 32-bit value moves every bit of the result.
+
+    CRC32 is linear: flows whose ports step by 2 (as Linux's connect() picks
+    them) share the low bits of their CRC, and a bond picks its bucket from
+    the low bits of dp_hash.
+    """
+    value = (value ^ value >> 16) * 0x85ebca6b & 0xffffffff
+    value = (value ^ value >> 13) * 0xc2b2ae35 & 0xffffffff
+    return value ^ value >> 16
 
 
 def ring_fill(port):

@@ -18,6 +18,15 @@ and the VLAN id with its present bit. So a new TCP connection between two
 known hosts hits the existing megaflow and takes no upcall. An extra bit in
 this mask would cost speed; a missing one would be a forwarding bug.
 
+Bonds (bond.py) are one port each: a frame from a member is from the
+bond's OpenFlow port number (learned there, never flooded back into the
+bond) if the bond admits it (Bond.admissibility: backup members, LACP not
+in sync, and for balance-slb a source MAC learned on another port drop);
+an output to the bond is the member its mode picks (for balance-tcp, hash
+and recirculation; a flood uses the active member). A member of a bond
+with LACP adds eth_type to the mask, so that no megaflow hides LACP's PDUs
+from the slow path.
+
 Learning (`upcall`) is the side effect a miss adds to translation. What the
 MAC table knows is baked into megaflows, so every change is followed by a
 revalidation of the flows it touches:
@@ -34,6 +43,7 @@ last pass; an active host never ages out.
 import time
 
 from mnovs.dp.flow import FIELD_SLICES, mask_of
+from mnovs.ofagent.bond import ACCEPT, DROP_IF_MOVED
 from mnovs.ofagent.mac_learning import MacTable
 from mnovs.ofagent.revalidator import revalidate
 
@@ -54,6 +64,9 @@ VID_MASK = 0x0fff
 # The megaflow mask of every NORMAL translation.
 NORMAL_MASK = mask_of(recirc_id=0xffffffff, in_port=0xffffffff, eth_src=b'\xff' * 6, eth_dst=b'\xff' * 6,
                       vlan_tci=VLAN_PRESENT | VID_MASK)
+NORMAL_LACP_MASK = mask_of(recirc_id=0xffffffff, in_port=0xffffffff, eth_src=b'\xff' * 6,
+                           eth_dst=b'\xff' * 6, vlan_tci=VLAN_PRESENT | VID_MASK,
+                           eth_type=0xffff)
 DROP = ()
 
 
@@ -79,10 +92,13 @@ class NormalSwitch:
             megaflow (only those refresh MAC entries); default: all did.
             The OpenFlow agent passes its own two: its pipeline reaches
             NORMAL only by rule, and credits rules.
+        bonds: the switch's bond.Bonds, or None (no bonds).
     """
 
-    def __init__(self, dp, mac_table=None, is_stale=None, went_through_normal=None):
+    def __init__(self, dp, mac_table=None, is_stale=None, went_through_normal=None,
+                 bonds=None):
         self.dp = dp
+        self.bonds = bonds
         self.macs = mac_table if mac_table is not None else MacTable()
         self.last_pass = time.monotonic()
         self.is_stale = is_stale or self.stale_by_normal
@@ -98,17 +114,47 @@ class NormalSwitch:
         if src[0] & 1 or is_reserved_group(dst):
             return DROP, NORMAL_MASK
         in_port = int.from_bytes(key[IN_PORT], 'big')
+        vlan = key_vlan(key)
+        mask = NORMAL_MASK
+        bond = self.bonds.of_member(in_port) if self.bonds is not None else None
+        if bond is not None:
+            if bond.lacp is not None:
+                mask = NORMAL_LACP_MASK
+            if not self._admitted(bond, in_port, key, vlan):
+                return DROP, mask
+            in_port = bond.port_no
         if not dst[0] & 1:
-            out = self.macs.lookup(key_vlan(key), dst)
-            port = self.dp.ports.get(out)
-            if port is not None and port.up:
-                actions = DROP if out == in_port else (('output', out),)
-                return actions, NORMAL_MASK
-        return self._flood(in_port), NORMAL_MASK
+            out = self.macs.lookup(vlan, dst)
+            if out == in_port:
+                return DROP, mask
+            actions = self._output(out, src, vlan)
+            if actions is not None:
+                return actions, mask
+        return self._flood(in_port, src, vlan), mask
 
-    def _flood(self, in_port):
-        return tuple(('output', no) for no, port in sorted(self.dp.ports.items())
-                     if no != in_port and port.up)
+    def _admitted(self, bond, member, key, vlan):
+        verdict = bond.admissibility(member, key[ETH_DST])
+        if verdict == DROP_IF_MOVED:
+            learned = self.macs.lookup(vlan, key[ETH_SRC])
+            return learned is None or learned == bond.port_no
+        return verdict == ACCEPT
+
+    def _output(self, port_no, src, vlan, flood=False):
+        """The actions of an output to a port or bond; None if it cannot send."""
+        port = self.dp.ports.get(port_no)
+        if port is not None:
+            if self.bonds is not None and self.bonds.of_member(port_no) is not None:
+                return None             # a member is not a port of its own
+            return (('output', port_no),) if port.up else None
+        bond = self.bonds.by_port.get(port_no) if self.bonds is not None else None
+        if bond is None:
+            return None
+        return self.bonds.output_actions(bond, src, vlan, flood)[0] or None
+
+    def _flood(self, in_port, src=b'', vlan=0):
+        numbers = sorted(set(self.dp.ports) | set(self.bonds.by_port if self.bonds else ()))
+        return tuple(action for no in numbers if no != in_port
+                     for action in self._output(no, src, vlan, flood=True) or ())
 
     def upcall(self, packet, key):
         """Handle a datapath miss: learn the source, then translate.
@@ -128,6 +174,11 @@ class NormalSwitch:
         if port is None or not port.up:
             return
         vlan = key_vlan(key)
+        bond = self.bonds.of_member(in_port) if self.bonds is not None else None
+        if bond is not None:
+            if not self._admitted(bond, in_port, key, vlan):
+                return
+            in_port = bond.port_no
         news, evicted = self.macs.learn(vlan, src, in_port, now)
         if news:
             self._mac_changed(vlan, src, in_port)
@@ -136,9 +187,10 @@ class NormalSwitch:
 
     def _mac_changed(self, vlan, mac, port_no):
         """Drop or re-translate the megaflows that depend on where `mac` is."""
+        bundle = self.bonds.ofport_of if self.bonds is not None else int
         self.dp.flow_del_if(
             lambda flow: flow.key[ETH_SRC] == mac and key_vlan(flow.key) == vlan
-            and int.from_bytes(flow.key[IN_PORT], 'big') != port_no)
+            and bundle(int.from_bytes(flow.key[IN_PORT], 'big')) != port_no)
         self._revalidate_to(vlan, mac)
 
     def _revalidate_to(self, vlan, mac):

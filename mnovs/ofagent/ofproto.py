@@ -63,12 +63,14 @@ from mnovs.dp.flow import flow_extract, md_of
 from mnovs.dp.odp_util import decode_sflow_upcall
 from mnovs.dp.offload import VNET_HDR_LEN, segment
 from mnovs.openflow import codec
+from mnovs.ofagent.bond import LACP_USERDATA, Bonds
 from mnovs.ofagent.connection import ActiveTarget, PassiveListener, is_passive
 from mnovs.ofagent.group import GroupTable
 from mnovs.ofagent.handlers import handle_message
 from mnovs.openflow.messages import Port as PortDesc
 from mnovs.ofagent.normal import NormalSwitch
 from mnovs.ofagent.pinsched import PinSched
+from mnovs.ofagent.recirc import RecircTable
 from mnovs.openflow.ofp import (
     OFP_NO_BUFFER, OFPBRC_BUFFER_EMPTY, OFPBRC_BUFFER_UNKNOWN, OFPCML_NO_BUFFER,
     OFPCR_ROLE_EQUAL, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE, OFPET_BAD_REQUEST, OFPFC_DELETE,
@@ -226,8 +228,9 @@ class OFProto:
         now = time.monotonic()
         self.dp = Datapath(name, upcall=self.upcall, userspace=self.userspace,
                            flow_deleted=self.flow_deleted, **(dp_options or {}))
+        self.bonds = Bonds(RecircTable(), self._send_frame)
         self.normal = NormalSwitch(self.dp, mac_table, is_stale=self.is_stale,
-                                   went_through_normal=went_through_normal)
+                                   went_through_normal=went_through_normal, bonds=self.bonds)
         self.name = name
         self.dpid = dpid
         self.fail_mode = fail_mode
@@ -239,7 +242,8 @@ class OFProto:
         self.pipeline = Pipeline(groups=self.groups,
                                  meter_exists=lambda meter_id: meter_id in self.meter_configs)
         self.ports = {}                     # port_no -> OFPort
-        self.ctx = XlateContext(self.pipeline, self.groups, self.ports, normal=self._normal)
+        self.ctx = XlateContext(self.pipeline, self.groups, self.ports, normal=self._normal,
+                                bonds=self.bonds)
         self.config_flags = 0
         self.buffers = PacketBuffers()
         self.targets = []                   # ActiveTarget / PassiveListener
@@ -452,11 +456,18 @@ class OFProto:
         return self.normal.xlate(key)
 
     def upcall(self, packet, key):
-        """A datapath miss: translate, learn if NORMAL was used, answer with a ukey."""
+        """A datapath miss: translate, learn if NORMAL was used, answer with a ukey.
+
+        A bond's LACP PDUs and recirculated passes are xlate's in every
+        mode, as OVS's xlate_special runs before NORMAL or the tables.
+        """
         if self.fail_open():
-            self.normal.learn(key, time.monotonic())
+            special = self.bonds.is_special(key)
+            if not special:
+                self.normal.learn(key, time.monotonic())
             result = xlate_fail_open(self.ctx, key)
-            return result.actions, result.mask, None
+            # A special pass keeps a ukey: a bond's second pass credits its buckets.
+            return result.actions, result.mask, Ukey(result, False) if special else None
         self.normal_used = False
         result = xlate(self.ctx, key)
         if self.normal_used:
@@ -470,7 +481,11 @@ class OFProto:
         return result.actions, result.mask, Ukey(result, self.normal_used)
 
     def userspace(self, packet, userdata, in_port):
-        """A ('userspace', userdata) action ran: an sFlow sample, or a packet-in."""
+        """A ('userspace', userdata) action ran: a PDU from a bond member (to its
+        LACP), an sFlow sample, or a packet-in."""
+        if userdata == LACP_USERDATA:
+            self.bonds.lacp_rx(in_port, packet[VNET_HDR_LEN:], time.monotonic())
+            return
         sflow = decode_sflow_upcall(userdata)
         if sflow is not None:
             if self.sflow is not None:
@@ -479,6 +494,7 @@ class OFProto:
         decoded = decode_userdata(userdata)
         if decoded is None:
             return
+        in_port = self.bonds.ofport_of(in_port)     # a bond is one OpenFlow port
         reason, table_id, cookie, max_len, metadata = decoded
         # The controller gets frames as they are on the wire: a GSO frame is
         # cut and its checksums finished here, as the kernel would have.
@@ -715,9 +731,32 @@ class OFProto:
             self._port_status(OFPPR_DELETE, port)
 
     def port_changed(self, port_no):
+        bond = self.bonds.of_member(port_no)
+        if bond is not None:
+            # A member's link: LACP and the bond decide (run_bonds), and the
+            # bond's OpenFlow port may change with it.
+            bond.carrier_changed(port_no, time.monotonic())
+            self.run_bonds(time.monotonic())
+            port_no = bond.port_no
         port = self.ports.get(port_no)
         if port is not None:
             self._port_status(OFPPR_MODIFY, port)
+
+    # --- bonds -------------------------------------------------------------------
+
+    def bond_added(self, bond):
+        """A bond (bond.Bond, its members added) becomes an OpenFlow port."""
+        self.run_bonds(time.monotonic())
+        self.port_added(bond)
+
+    def run_bonds(self, now):
+        """LACP, member state and rebalancing; what changed is revalidated."""
+        if self.bonds.run(now):
+            self.need_revalidate = True
+
+    def _send_frame(self, port_no, frame):
+        """Send a frame the switch makes (a LACPDU) out of a datapath port."""
+        self.dp.execute(VNET_NONE + frame, (('output', port_no),))
 
     def _port_status(self, reason, port):
         self.need_revalidate = True

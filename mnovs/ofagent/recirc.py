@@ -14,8 +14,9 @@ A FrozenState holds what the rest of the translation needs: the table to
 look up next (or None), the actions still to run in the current list and
 the rule's instructions after them, the action set so far, the pipeline
 metadata, and the rule in whose instructions the freeze happened (for the
-cookie and the table of a later packet-in). It is a value: equal states
-get the same id, so every packet that freezes the same way shares the
+cookie and the table of a later packet-in). A balance-tcp bond's output
+freezes as a BondRecirc, the same for all its packets. A state is a value:
+equal states get the same id, so every packet that freezes the same way shares the
 second-pass megaflows.
 
 Ids are never reused while the switch runs: a stale megaflow from an old
@@ -35,6 +36,11 @@ table_id: the table to look up next, or None; actions: OpenFlow actions
 still to run, then instructions: the rest of `rule`'s instructions;
 action_set: ((slot, (action, rule)), ...) accumulated so far; metadata: the
 pipeline's metadata register."""
+
+BondRecirc = namedtuple('BondRecirc', 'name serial')
+BondRecirc.__doc__ = """The second pass of an output to a balance-tcp bond (bond.py):
+the member is the owner of the packet's dp_hash bucket. serial tells a bond
+from an earlier one of the same name."""
 
 MAX_RECIRC_IDS = 1 << 20
 

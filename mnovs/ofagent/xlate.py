@@ -73,6 +73,15 @@ Semantics (OF1.3, chapter 5):
   LOCAL: the bridge's internal port, like a physical port (its datapath
   port number is OFPP_LOCAL too, see dp/datapath.py LOCAL_PORT).
 - An input port with NO_RECV or PORT_DOWN drops everything it receives.
+- A bond (bond.py) is one OpenFlow port. A packet from a member has the
+  bond's number as in_port for the pipeline (the megaflow matches the
+  member: in_port is always exact). An output to the bond is a member
+  chosen by its mode; for balance-tcp it is ('hash', basis), ('recirc', id)
+  and the second pass (a BondRecirc) outputs to the owner of the packet's
+  dp_hash bucket, reading only dp_hash & BOND_MASK. recirc must end the
+  actions, so a balance-tcp output followed by others uses the active
+  member. A member of a bond running LACP puts eth_type in every megaflow,
+  and sends its PDUs to the slow path: ('userspace', LACP_USERDATA).
 - Groups (group.py): each bucket acts on its own copy of the packet, as if
   cloned.  The datapath has no clone action, so after a bucket xlate puts
   the packet back: it undoes the bucket's pushes and pops (a pop of each
@@ -151,7 +160,9 @@ from mnovs.dp.flow import FIELD_SLICES, KEY_LEN
 from mnovs.dp.odp_util import encode_sflow_cookie
 from mnovs.dp.tunnel import DEFAULT_TTL, FLOW, INHERIT, TunnelSpec, spec_flags
 from mnovs.ofagent.group import port_is_live
-from mnovs.ofagent.recirc import FrozenState, RecircTable
+from mnovs.ofagent.bond import BOND_MASK, LACP_USERDATA
+from mnovs.ofagent.lacp import ETH_TYPE_SLOW
+from mnovs.ofagent.recirc import BondRecirc, FrozenState, RecircTable
 from mnovs.ofagent.match import (
     KEY_ONES, METADATA_SHIFT, PREREQS, SET_FIELDS, field_bits, field_shift, fields_bits,
     format_match)
@@ -173,10 +184,14 @@ RECIRC_ID_SHIFT = field_shift('recirc_id')
 RECIRC_ID_BITS = field_bits('recirc_id')   # in every megaflow: each pass has its own
 IN_PORT_SHIFT = field_shift('in_port')
 IN_PORT_BITS = field_bits('in_port')
+DP_HASH_SHIFT = field_shift('dp_hash')
+DP_HASH_BUCKET_BITS = field_bits('dp_hash', BOND_MASK)     # a balance-tcp second pass reads
 VLAN_BITS = fields_bits(('vlan_tpid', 'vlan_tci'))
 VLAN_TCI_BITS = field_bits('vlan_tci')
 ETH_TYPE_SHIFT = field_shift('eth_type')
 ETH_TYPE_BITS = field_bits('eth_type')
+ETH_SRC_SHIFT = field_shift('eth_src')
+ETH_SRC_BITS = field_bits('eth_src')
 TPID_SHIFT, TCI_SHIFT = field_shift('vlan_tpid'), field_shift('vlan_tci')
 VLAN_CFI = 0x1000
 MPLS_SHIFT = field_shift('mpls_lse')
@@ -247,26 +262,31 @@ class XlateContext:
         miss_send_len: bytes of an OFPR_INVALID_TTL packet-in.
         sflow: the bridge's sFlow agent while it samples (probability,
             ifindex(port_no)), else None.
+        bonds: bond.Bonds, or None; its RecircTable is then the context's.
     """
 
-    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'sflow', 'recirc')
+    __slots__ = ('pipeline', 'groups', 'ports', 'normal', 'miss_send_len', 'sflow', 'recirc',
+                 'bonds')
 
     def __init__(self, pipeline, groups, ports, normal=None,
-                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN, sflow=None):
+                 miss_send_len=OFP_DEFAULT_MISS_SEND_LEN, sflow=None, bonds=None):
         self.pipeline = pipeline
         self.groups = groups
         self.ports = ports
         self.normal = normal
         self.miss_send_len = miss_send_len
         self.sflow = sflow
-        self.recirc = RecircTable()     # frozen translations by recirc_id
+        self.bonds = bonds
+        # frozen translations by recirc_id
+        self.recirc = RecircTable() if bonds is None else bonds.recirc
 
 
 class XlateResult:
     """A translation.
 
     actions: odp actions (tuple); mask: KEY_LEN bytes; rules: the Rules hit,
-    in order; groups: (Group, bucket indexes) per group executed; meters:
+    in order; groups: (Group, bucket indexes) per group executed; bonds:
+    (Bond, hash bucket) per output whose load a bond balances; meters:
     meter ids; lookups: (FlowTable, matched) per table lookup, in order;
     cacheable: False if the megaflow must not be installed;
     rewrote: True if the pipeline changed a key field (set_field, push,
@@ -275,7 +295,7 @@ class XlateResult:
     """
 
     __slots__ = ('actions', 'mask', 'rules', 'groups', 'meters', 'cacheable', 'rewrote',
-                 'trace', 'lookups')
+                 'trace', 'lookups', 'bonds')
 
 
 TraceEvent = namedtuple('TraceEvent', 'kind depth odp_len flow data')
@@ -291,12 +311,21 @@ class _Xlate:
     __slots__ = ('ctx', 'in_port', 'flow', 'metadata', 'written', 'dirty', 'changed',
                  'differs', 'touched', 'wc', 'odp', 'undo', 'rules', 'groups', 'meters', 'stopped',
                  'packet_out', 'depth', 'cacheable', 'trace', 'hidden', 'freezing',
-                 'lookups')
+                 'lookups', 'member', 'bonds', 'bond_recircs')
 
     def __init__(self, ctx, key, trace):
         self.ctx = ctx
         self.flow = int.from_bytes(key, 'big')
         self.in_port = self.flow >> IN_PORT_SHIFT & 0xffffffff
+        self.member = None              # the bond member the packet came in on
+        self.bonds, self.bond_recircs = [], []
+        bond = ctx.bonds.of_member(self.in_port) if ctx.bonds is not None else None
+        if bond is not None:
+            # A bond is one OpenFlow port: the pipeline sees its number. The
+            # megaflow still matches the member (in_port is always exact).
+            self.member = self.in_port
+            self.in_port = bond.port_no
+            self.flow = self.flow & ~IN_PORT_BITS | bond.port_no << IN_PORT_SHIFT
         self.metadata = self.written = self.dirty = 0
         self.changed = self.differs = self.touched = 0    # for group buckets
         self.wc = IN_PORT_BITS | RECIRC_ID_BITS
@@ -338,6 +367,11 @@ class _Xlate:
                                      'pop_mpls', 'push_pbb', 'pop_pbb', 'copy_ttl_in',
                                      'copy_ttl_out'):
             odp.pop()                   # rewrites no output will see
+        for at, bond, member in reversed(self.bond_recircs):
+            if at + 2 < len(odp):
+                # recirc ends a datapath action list: a balance-tcp bond that
+                # is not the last output sends on its active member instead.
+                odp[at:at + 2] = [('output', member.port_no)] if member is not None else []
         out = XlateResult()
         out.actions = tuple(odp)
         if self.ctx.sflow is not None and not self.packet_out \
@@ -348,6 +382,7 @@ class _Xlate:
                                                self.flow >> TCI_SHIFT & 0xffff)
         out.mask = (self.wc & KEY_ONES).to_bytes(KEY_LEN, 'big')
         out.rules, out.groups, out.meters = self.rules, self.groups, self.meters
+        out.bonds = self.bonds
         out.cacheable = self.cacheable
         out.rewrote = self.written != 0
         out.trace = self.trace
@@ -467,13 +502,7 @@ def xlate_trace(ctx, key):
 
 
 def _translate(x):
-    recirc_id = x.flow >> RECIRC_ID_SHIFT & 0xffffffff
-    if recirc_id:
-        state = x.ctx.recirc.thaw(recirc_id)
-        if state is None:
-            x.note('recirc_id %#x: no such frozen translation (stale): drop', recirc_id)
-        else:
-            _thaw(x, recirc_id, state)
+    if _xlate_special(x):
         return
     port = x.ctx.ports.get(x.in_port)
     if port is not None and port.config & (OFPPC_NO_RECV | OFPPC_PORT_DOWN):
@@ -491,8 +520,34 @@ def xlate_fail_open(ctx, key):
     packet's metadata besides NORMAL's own fields.
     """
     x = _Xlate(ctx, key, None)
-    _normal(x)
+    if not _xlate_special(x):
+        _normal(x)
     return x.result()
+
+
+def _xlate_special(x):
+    """What comes before the tables or NORMAL, in any fail mode: a later pass
+    of a recirculated packet (a thaw), or a LACP PDU from a bond member (OVS's
+    xlate_special). Returns True if it translated the packet."""
+    recirc_id = x.flow >> RECIRC_ID_SHIFT & 0xffffffff
+    if recirc_id:
+        state = x.ctx.recirc.thaw(recirc_id)
+        if state is None:
+            x.note('recirc_id %#x: no such frozen translation (stale): drop', recirc_id)
+        elif isinstance(state, BondRecirc):
+            _bond_second_pass(x, state)
+        else:
+            _thaw(x, recirc_id, state)
+        return True
+    if x.member is not None and x.ctx.bonds.of_member(x.member).lacp is not None:
+        # LACP's PDUs go to the slow path, as OVS's slow_path(lacp); every
+        # megaflow of the member tells them apart by eth_type.
+        x.read_prereq(ETH_TYPE_BITS)
+        if x.flow >> ETH_TYPE_SHIFT & 0xffff == ETH_TYPE_SLOW:
+            x.note("LACP PDU: to the bond's LACP")
+            x.odp.append(('userspace', LACP_USERDATA))
+            return True
+    return False
 
 
 def xlate_packet_out(ctx, key, actions, trace=None):
@@ -527,11 +582,14 @@ def compose_sflow_action(sflow, actions, vlan_tci):
 
 
 def credit_stats(result, packets, nbytes, now):
-    """Credit datapath flow stats to the rules, tables and group buckets of a translation."""
+    """Credit datapath flow stats to the rules, tables, group buckets and bond
+    hash buckets of a translation."""
     for table, matched in result.lookups:
         table.lookup_count += packets
         if matched:
             table.matched_count += packets
+    for bond, bucket in result.bonds:
+        bond.account(bucket, nbytes)
     for rule in result.rules:
         rule.packet_count += packets
         rule.byte_count += nbytes
@@ -784,7 +842,47 @@ def _output_port(x, port_no, flood=False):
     _commit(x)
     if port.tunnel is not None and not _set_tunnel(x, port_no, port.tunnel):
         return
+    bond = x.ctx.bonds.by_port.get(port_no) if x.ctx.bonds is not None else None
+    if bond is not None:
+        _output_bond(x, bond)
+        return
     x.odp.append(('output', port_no))
+
+
+def _output_bond(x, bond):
+    """Output to a bond: a member by its mode, or hash and recirc (balance-tcp)."""
+    flow = x.flow
+    eth_src = (flow >> ETH_SRC_SHIFT & 0xffffffffffff).to_bytes(6, 'big')
+    tci = flow >> TCI_SHIFT & 0xffff
+    vid = tci & 0xfff if tci & VLAN_CFI else 0
+    actions, bucket = x.ctx.bonds.output_actions(bond, eth_src, vid)
+    if bond.balanced_mode() == 'balance-slb':
+        x.read_value(ETH_SRC_BITS | VLAN_TCI_BITS)
+    if not actions:
+        x.note('output to bond %s: no member may send: dropped', bond.name)
+        return
+    if actions[-1][0] == 'recirc':
+        x.bond_recircs.append((len(x.odp), bond, bond.choose_member(eth_src, vid)))
+    elif bucket is not None:
+        x.bonds.append((bond, bucket))
+    x.odp.extend(actions)
+
+
+def _bond_second_pass(x, state):
+    """A balance-tcp bond's second pass: the member owning the dp_hash bucket."""
+    bond = x.ctx.bonds.by_frozen(state) if x.ctx.bonds is not None else None
+    if bond is None:
+        x.note('recirc for bond %s: no such bond now: drop', state.name)
+        return
+    x.read_value(DP_HASH_BUCKET_BITS)
+    bucket = x.flow >> DP_HASH_SHIFT & BOND_MASK
+    member = bond.bucket_member(bucket)
+    if member is None:
+        x.note('bond %s bucket %d: no member may send: drop', bond.name, bucket)
+        return
+    x.note('bond %s: hash bucket %d is on member %s', bond.name, bucket, member.name)
+    x.bonds.append((bond, bucket))
+    x.odp.append(('output', member.port_no))
 
 
 def _set_tunnel(x, port_no, config):
@@ -837,11 +935,19 @@ def _normal(x):
         x.note('NORMAL: not available: dropped')
         return
     _commit(x)
-    actions, mask = x.ctx.normal(x.flow.to_bytes(KEY_LEN, 'big'))
+    flow = x.flow
+    if x.member is not None:        # NORMAL judges a bond's input by its member
+        flow = flow & ~IN_PORT_BITS | x.member << IN_PORT_SHIFT
+    actions, mask = x.ctx.normal(flow.to_bytes(KEY_LEN, 'big'))
     x.read_value(int.from_bytes(mask, 'big'))
+    bonds = x.ctx.bonds
     for action in actions:
-        # NORMAL's outputs obey OpenFlow port config like any other output.
-        port = x.ctx.ports.get(action[1]) if action[0] == 'output' else None
+        # NORMAL's outputs obey OpenFlow port config like any other output
+        # (a bond member's: its bond's).
+        port_no = action[1] if action[0] == 'output' else None
+        if port_no is not None and bonds is not None:
+            port_no = bonds.ofport_of(port_no)
+        port = x.ctx.ports.get(port_no) if port_no is not None else None
         if action[0] == 'output' and (not port_is_live(port) or port.config & OFPPC_NO_FWD):
             x.note('NORMAL: output:%d: port down or NO_FWD: skipped', action[1])
             continue

@@ -9,6 +9,8 @@ import pytest
 
 from mnovs.bridge_state import BridgeState, PortSpec, parse_desired, plan_ports
 from mnovs.dp.datapath import LOCAL_PORT
+from mnovs.ofagent.bond import Bonds
+from mnovs.ofagent.recirc import RecircTable
 
 
 def doc(**fields):
@@ -138,7 +140,8 @@ class FakeSwitch:
         self.present = set(present)
         self.calls = []
         self.dp = SimpleNamespace(ports={}, port_by_name=self.port_by_name)
-        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set(), sflow=None)
+        self.ofproto = SimpleNamespace(dpid=1, targets=[], channels=set(), sflow=None,
+                                       bonds=Bonds(RecircTable(), send=None))
         self.mgmt_target = 'punix:/nowhere/ut1.mgmt'
 
     def port_by_name(self, name):

@@ -167,13 +167,7 @@ def run_one(spec, args, repeat):
 
 def summarize(rows, labels):
     """Return (median rows, ratio rows) over the per-run rows."""
-    medians = {}
-    for label in labels:
-        mine = [r for r in rows if r['switch'] == label]
-        med = {'repeat': 'median', 'switch': label, 'note': ''}
-        for field in FIELDS[2:-1]:
-            med[field] = mnbench.median(r[field] for r in mine)
-        medians[label] = med
+    medians = mnbench.medians_by_switch(rows, labels, FIELDS[2:-1])
     ratios = []
     for other in ('ovs-user', 'linux'):
         if 'pyovs' in medians and other in medians:

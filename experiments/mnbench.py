@@ -393,6 +393,18 @@ def _proc_kb_field(pid, name, field):
 
 # --- output -----------------------------------------------------------------
 
+def medians_by_switch(rows, labels, fields):
+    """{label: its 'median' row}: the median of each field over a switch's runs."""
+    medians = {}
+    for label in labels:
+        mine = [r for r in rows if r['switch'] == label]
+        med = {'repeat': 'median', 'switch': label, 'note': ''}
+        for field in fields:
+            med[field] = median(r[field] for r in mine)
+        medians[label] = med
+    return medians
+
+
 def median(values):
     """Median of the values that are not None; None if there are none."""
     present = [v for v in values if v is not None]

@@ -567,13 +567,9 @@ class Datapath:
                 return
         flow = emc_get(key)
         if flow is None or not flow.alive:
-            flow = self.classifier.lookup(key)
+            flow = self._classify(key, port.port_no, packet)
             if flow is None:
-                self.n_missed += 1
-                self._queue_upcall(port.port_no, MISS, packet, key)
                 return
-            self.n_megaflow_hit += 1
-            self.emc.insert(key, flow)
         self.n_hit += 1
         flow.packets += 1
         flow.bytes += size
@@ -589,6 +585,18 @@ class Datapath:
             self.exec_key = key
             self.out_tunnel = None
             odp_actions.execute(self, packet, flow.actions)
+
+    def _classify(self, key, in_port, packet):
+        """A key the microflow cache missed: its megaflow, now cached; or None
+        (a miss, queued as an upcall)."""
+        flow = self.classifier.lookup(key)
+        if flow is None:
+            self.n_missed += 1
+            self._queue_upcall(in_port, MISS, packet, key)
+            return None
+        self.n_megaflow_hit += 1
+        self.emc.insert(key, flow)
+        return flow
 
     # --- upcalls ------------------------------------------------------------
 
@@ -726,13 +734,9 @@ class Datapath:
                 return
         flow = self.emc.table.get(key)
         if flow is None or not flow.alive:
-            flow = self.classifier.lookup(key)
+            flow = self._classify(key, self.exec_in_port, packet)
             if flow is None:
-                self.n_missed += 1
-                self._queue_upcall(self.exec_in_port, MISS, packet, key)
                 return
-            self.n_megaflow_hit += 1
-            self.emc.insert(key, flow)
         self.n_hit += 1
         flow.packets += 1
         flow.bytes += len(packet) - VNET_HDR_LEN

@@ -44,7 +44,7 @@ import mnbench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests',
                                 'integration'))
 from mnovs_db import MnovsDb  # noqa: E402
-from test_bond import OvsPrivate  # noqa: E402
+from test_bond_live import OvsPrivate  # noqa: E402
 
 H1, H2 = '10.0.78.1', '10.0.78.2'
 CONFIGS = ('one link', 'bond x2')

@@ -27,8 +27,9 @@ after every start(). So connecting the sites is a step of its own: the mn test
 `vxlan` (this file's `tests`), or `connect_sites(net)` from Python
 (`build_two_sites` does both). It logs every command it runs, in the form a
 user would type (for pyovs: `OVS_RUNDIR=/var/run/mnovs ovs-vsctl ...`). Each
-vtep remembers what it changed and undoes it in stop(), so `net.stop()` (or
-`mn`'s exit) restores the host; `mn -c` removes what a crash left (`cleanup`).
+vtep journals what it changed (the commands that undo it, in JOURNAL_DIR)
+and undoes it in stop(), so `net.stop()` (or `mn`'s exit) restores the host;
+`cleanup()` replays the journals of runs whose process died, and only them.
 
 The underlay problem. pyovs, like kernel OVS's vxlan vport and a Linux vxlan
 device, sends through the host's IP stack, and all switches live in the root
@@ -69,9 +70,9 @@ pyovs and OVS set by default and the Linux devices get with `df set`.
 """
 
 import contextlib
+import json
 import os
 import shlex
-import shutil
 import subprocess
 import time
 
@@ -88,6 +89,10 @@ UNDERLAY_MTU = 1600
 OVERLAY_NET = '10.0.0.%d/24'
 SITE_NET = '172.31.%d.%d'
 GONE = ('cannot find device', 'no such', 'does not exist', 'not found')   # undo of a gone thing
+# Each VTEP writes the commands that undo its changes here, as it makes them
+# (<pid>-<vtep>.json), so that cleanup() can undo exactly what a crashed run
+# made, and nothing else.
+JOURNAL_DIR = os.path.join(os.environ.get('MNOVS_RUN_DIR', '/var/run/mnovs'), 'two_sites')
 
 
 class TunnelError(Exception):
@@ -217,7 +222,8 @@ class Vtep(UnderlayNode):
         self.plen, self.vni, self.dst_port, self.port = plen, vni, dst_port, port
         self.linux_ports = linux_ports
         self.flavour = None
-        self.undo = []          # argv lists that reverse what connect() did
+        self.undo = []          # (argv, env) that reverse what connect() did
+        self.journal = os.path.join(JOURNAL_DIR, f'{os.getpid()}-{name}.json')
 
     @property
     def listen_port(self):
@@ -249,7 +255,14 @@ class Vtep(UnderlayNode):
 
     def _do(self, argv, undo, env=None):
         run(argv, env)
-        self.undo.append((undo, env))
+        self._will_undo(undo, env)
+
+    def _will_undo(self, argv, env=None):
+        """Remember (in memory and in the journal) how to undo a change just made."""
+        self.undo.append((argv, env))
+        os.makedirs(JOURNAL_DIR, exist_ok=True)
+        with open(self.journal, 'w') as f:
+            json.dump(self.undo, f)
 
     def route_kernel(self):
         "The VTEP address on the uplink; policy routing to the peer via the router."
@@ -261,7 +274,7 @@ class Vtep(UnderlayNode):
         self._do(['ip', 'route', 'add', *route], ['ip', 'route', 'del', *route])
         spec = _rule_spec(self.local_ip, self.remote_ip)
         _add_rule(spec)
-        self.undo.append((['ip', 'rule', 'del', 'pref', '0', *spec], None))
+        self._will_undo(['ip', 'rule', 'del', 'pref', '0', *spec])
 
     def tunnel_options(self, switch):
         options = {'remote_ip': self.remote_ip, 'key': self.vni}
@@ -308,7 +321,7 @@ class Vtep(UnderlayNode):
                   self.uplink, '--', 'set', 'interface', bridge,
                   f'mtu_request={self.mtu}'],
                  ['ovs-vsctl', '--if-exists', 'del-br', bridge])
-        self.undo.append((['ip', 'link', 'del', bridge], None))   # a netdev LOCAL port's tap
+        self._will_undo(['ip', 'link', 'del', bridge])   # a netdev LOCAL port's tap
         run(['ip', 'addr', 'add', f'{self.local_ip}/{self.plen}', 'dev', bridge])
         run(['ip', 'link', 'set', bridge, 'up'])
         route = [f'{self.remote_ip}/32', bridge, self.gateway, f'pkt_mark={PKT_MARK}']
@@ -321,21 +334,16 @@ class Vtep(UnderlayNode):
                 if attempt == 49:
                     raise
                 time.sleep(0.1)
-        self.undo.append((['ovs-appctl', 'ovs/route/del', route[0], route[-1]], None))
+        self._will_undo(['ovs-appctl', 'ovs/route/del', route[0], route[-1]])
         self._do(['ovs-vsctl', *self.tunnel_options(switch)],
                  ['ovs-vsctl', '--if-exists', 'del-port', switch.name, self.port])
         self.check_port(switch, {})
 
     def disconnect(self):
         "Undo connect(), last step first; report (not raise) what fails."
-        while self.undo:
-            argv, env = self.undo.pop()
-            try:
-                run(argv, env, quiet=True)
-            except TunnelError as err:
-                # Routes and addresses of the uplink go with the veth when links stop first.
-                if not any(text in str(err).lower() for text in GONE):
-                    error(f'*** {self.name}: undo failed: {err}\n')
+        _undo(self.name, self.undo)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal)
 
     def stop(self, deleteIntfs=False):
         self.disconnect()
@@ -441,29 +449,51 @@ def two_sites(switch, **args):
         teardown(net)
 
 
-def cleanup():
-    """Remove what a crashed run left: our policy rules and table, our OVS routes.
+def _undo(name, undo):
+    """Run undo commands, last first; report (not raise) what fails."""
+    while undo:
+        argv, env = undo.pop()
+        try:
+            run(argv, env, quiet=True)
+        except TunnelError as err:
+            # Routes and addresses of the uplink go with the veth when links stop first.
+            if not any(text in str(err).lower() for text in GONE):
+                error(f'*** {name}: undo failed: {err}\n')
 
-    Only rules that look up ROUTE_TABLE and OVS routes with PKT_MARK are ours;
-    nothing else is touched. Also Mininet's cleanup hook (`mn -c`).
+
+def cleanup():
+    """Undo what a run that did not stop its sites left: the changes its VTEPs
+    journaled (JOURNAL_DIR), for runs whose process is gone. Nothing that no
+    journal names is touched; a live run's journals are left to it. Also
+    Mininet's cleanup hook, for a crashed `mn --custom ...two_sites.py`.
     """
-    rules = subprocess.run(['ip', 'rule', 'show', 'table', str(ROUTE_TABLE)],
-                           capture_output=True, text=True, check=False).stdout
-    for line in rules.splitlines():
-        pref, _, spec = line.partition(':')
-        subprocess.run(['ip', 'rule', 'del', 'pref', pref.strip(), *spec.split()],
-                       capture_output=True, check=False)
-    subprocess.run(['ip', 'route', 'flush', 'table', str(ROUTE_TABLE)],
-                   capture_output=True, check=False)
-    if not shutil.which('ovs-appctl'):
+    try:
+        journals = sorted(os.listdir(JOURNAL_DIR))
+    except FileNotFoundError:
         return
-    routes = subprocess.run(['ovs-appctl', '-t', 'ovs-vswitchd', 'ovs/route/show'],
-                            capture_output=True, text=True, check=False).stdout
-    for line in routes.splitlines():
-        words = line.split()
-        if 'MARK' in words and words[words.index('MARK') + 1] == str(PKT_MARK):
-            subprocess.run(['ovs-appctl', 'ovs/route/del', words[1], f'pkt_mark={PKT_MARK}'],
-                           capture_output=True, check=False)
+    for entry in journals:
+        pid, _, name = entry.partition('-')
+        if not pid.isdigit() or _alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        path = os.path.join(JOURNAL_DIR, entry)
+        try:
+            with open(path) as f:
+                undo = [(argv, env) for argv, env in json.load(f)]
+        except (OSError, ValueError):
+            continue
+        _undo(name.removesuffix('.json'), undo)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 addCleanupCallback(cleanup)

@@ -23,6 +23,7 @@ were.
 """
 
 import hashlib
+import json
 import os
 import select
 import subprocess
@@ -203,3 +204,30 @@ def test_underlay_carries_vxlan(sites):
         assert row['udp.dstport'] == ports[row['ip.dst']], f'{kind}: {row}'
         assert row['vxlan.vni'] == str(VNI), f'{kind}: {row}'
         assert row['ip.flags.df'] in ('1', 'True'), f'{kind}: DF not set: {row}'
+
+
+def test_cleanup_undoes_only_what_dead_runs_journaled():
+    """cleanup() replays the journal of a run whose process is gone, never a live one's."""
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    links = {'tsjdead0': dead.pid, 'tsjlive0': 1}         # pid 1 is always alive
+    os.makedirs(two_sites.JOURNAL_DIR, exist_ok=True)
+    journals = []
+    try:
+        for link, pid in links.items():
+            subprocess.run(['ip', 'link', 'add', link, 'type', 'veth', 'peer', 'name', link + 'p'],
+                           check=True)
+            path = os.path.join(two_sites.JOURNAL_DIR, f'{pid}-vtep-{link}.json')
+            with open(path, 'w') as f:
+                json.dump([[['ip', 'link', 'del', link], None]], f)
+            journals.append(path)
+        two_sites.cleanup()
+        assert not os.path.exists('/sys/class/net/tsjdead0')
+        assert not os.path.exists(journals[0])
+        assert os.path.exists('/sys/class/net/tsjlive0') and os.path.exists(journals[1])
+    finally:
+        for link in links:
+            subprocess.run(['ip', 'link', 'del', link], capture_output=True, check=False)
+        for path in journals:
+            if os.path.exists(path):
+                os.unlink(path)

@@ -44,19 +44,12 @@ import mnbench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests',
                                 'integration'))
 from mnovs_db import MnovsDb  # noqa: E402
-from test_bond_live import OvsPrivate  # noqa: E402
+from test_bond_live import OvsPrivate, sh  # noqa: E402
 
 H1, H2 = '10.0.78.1', '10.0.78.2'
 CONFIGS = ('one link', 'bond x2')
 SWITCHES = ('pyovs', 'ovs')
 FIELDS = ('switch', 'config', 'rate_mbit', 'run', 'gbps', 'ratio', 'member_share', 'note')
-
-
-def sh(*argv, check=True, env=None):
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if check and done.returncode:
-        raise RuntimeError(f'{" ".join(argv)}: {done.stderr.strip()}')
-    return done.stdout
 
 
 class Pair:

@@ -228,11 +228,7 @@ def main():
             print('%s skipped: %s' % (kind, spec.error))
         else:
             specs.append(spec)
-    rows = []
-    with mnbench.ovs_daemons(any(spec.needs_ovs for spec in specs)):
-        for repeat in range(1, args.repeat + 1):
-            for spec in specs:
-                rows.append(run_one(spec, args, repeat))
+    rows = mnbench.repeated_runs(specs, args, run_one)
     medians, ratios = summarize(rows, [spec.label for spec in specs])
     report(rows, medians, ratios, args.repeat)
     mnbench.write_csv(args.csv, FIELDS, rows + medians + ratios)

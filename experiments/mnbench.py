@@ -393,6 +393,13 @@ def _proc_kb_field(pid, name, field):
 
 # --- output -----------------------------------------------------------------
 
+def repeated_runs(specs, args, run_one):
+    """run_one(spec, args, repeat) for --repeat rounds of every spec, OVS running if needed."""
+    with ovs_daemons(any(spec.needs_ovs for spec in specs)):
+        return [run_one(spec, args, repeat)
+                for repeat in range(1, args.repeat + 1) for spec in specs]
+
+
 def medians_by_switch(rows, labels, fields):
     """{label: its 'median' row}: the median of each field over a switch's runs."""
     medians = {}
